@@ -1,0 +1,47 @@
+# Every target that runs Python first makes .venv and installs what it needs (torch pinned first,
+# so that pip keeps the local build instead of downloading CUDA wheels).
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+TORCH_PIN ?= torch==2.13.0
+STAMP := $(VENV)/.installed
+
+.DEFAULT_GOAL := help
+
+help: ## Show this help
+	@grep -E '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*?## "}; {printf "  %-12s %s\n", $$1, $$2}'
+
+$(STAMP): pyproject.toml
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet $(TORCH_PIN)
+	$(PY) -m pip install --quiet -e '.[dev]'
+	touch $(STAMP)
+
+install: $(STAMP) ## Make .venv and install the package with its dev tools
+
+train: $(STAMP) ## Run the main job: train + evaluate GaitGL on the synthetic default (CPU, minutes)
+	$(PY) -m gaitgl_lightning $(ARGS)
+
+test: $(STAMP) ## Run the fast test suite (CPU)
+	$(PY) -m pytest $(ARGS)
+
+test-all: $(STAMP) ## Run every test, the slow end-to-end ones included
+	$(PY) -m pytest -m "" $(ARGS)
+
+lint: $(STAMP) ## ruff format check, ruff lint, mypy on src/
+	$(VENV)/bin/ruff format --check src tests bench
+	$(VENV)/bin/ruff check src tests bench
+	$(VENV)/bin/mypy
+
+format: $(STAMP) ## Apply ruff formatting and fixes
+	$(VENV)/bin/ruff format src tests bench
+	$(VENV)/bin/ruff check --fix src tests bench
+
+bench: $(STAMP) ## Run the speed / memory benchmarks (ratios against in-run baselines)
+	@for f in bench/bench_*.py; do echo "== $$f"; $(PY) $$f || exit 1; done
+
+clean: ## Remove caches and build outputs (keeps .venv and outputs/)
+	rm -rf .pytest_cache .mypy_cache .ruff_cache build dist src/*.egg-info
+
+.PHONY: help install train test test-all lint format bench clean
