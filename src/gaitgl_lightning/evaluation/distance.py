@@ -1,0 +1,147 @@
+"""Probe x gallery distances, computed in chunks of probes on the embeddings' device.
+
+Why chunks: an OU-MVLP or GREW test set has tens of thousands of probes and gallery sequences;
+the full probe x gallery matrix (and worse, the per-part tensor OpenGait builds) does not fit in
+memory. Every protocol therefore walks the probes ``chunk_size`` rows at a time and only ever
+holds a ``[chunk_size, gallery]`` block, so peak memory is set by the chunk, not by the data set.
+
+Three distances are offered because the two public reference codes differ and the difference
+moves reported rank-1 (see ``docs/evaluation.md``):
+
+- ``euc_parts``: for every horizontal part, the Euclidean distance of the ``C``-dim part vectors;
+  then the mean over parts (the field's framework, ``metric: euc``).
+- ``euc_flat``: the Euclidean distance of the flattened ``C * p`` vectors (the authors' early code).
+- ``cos``: one minus the mean over parts of the per-part cosine similarity.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import torch
+from torch import Tensor
+
+DISTANCES: tuple[str, ...] = ("euc_parts", "euc_flat", "cos")
+DEFAULT_CHUNK_SIZE = 1024
+
+
+def check_distance(name: str) -> str:
+    """Validate a distance name early, so a typo fails before any work is done."""
+    if name not in DISTANCES:
+        raise ValueError(f"unknown distance {name!r}; choose one of {', '.join(DISTANCES)}")
+    return name
+
+
+def as_parts(embeddings: Tensor, what: str = "embeddings") -> Tensor:
+    """Return embeddings as ``[N, C, p]`` (a ``[N, D]`` input is one part of ``D`` channels).
+
+    Protocols accept plain ``[N, D]`` feature matrices too so that users' own models can be
+    evaluated without faking a part axis.
+    """
+    if not isinstance(embeddings, Tensor):
+        raise ValueError(f"{what}: expected a torch.Tensor, got {type(embeddings).__name__}")
+    if embeddings.dim() == 2:
+        return embeddings.unsqueeze(-1)
+    if embeddings.dim() != 3:
+        raise ValueError(
+            f"{what}: expected shape [N, C, p] or [N, D], got {tuple(embeddings.shape)}"
+        )
+    if not torch.is_floating_point(embeddings):
+        raise ValueError(f"{what}: expected a floating-point tensor, got {embeddings.dtype}")
+    return embeddings
+
+
+def _part_major(x: Tensor) -> Tensor:
+    """``[n, C, p]`` -> ``[p, n, C]`` in float32 (half precision loses ties and small gaps)."""
+    return x.permute(2, 0, 1).float()
+
+
+class GalleryCache:
+    """Gallery tensors prepared once (transposed, norms, normalised) for every probe chunk.
+
+    Why: the gallery is reused by every probe chunk; preparing it per chunk would repeat work
+    proportional to the gallery for each chunk.
+    """
+
+    def __init__(self, gallery: Tensor, distance: str) -> None:
+        self.distance = check_distance(distance)
+        gallery = as_parts(gallery, "gallery")
+        self.size = gallery.shape[0]
+        self.device = gallery.device
+        if distance == "euc_flat":
+            flat = gallery.reshape(gallery.shape[0], -1).float()
+            self.mat = flat.t().contiguous()  # [D, G]
+            self.sq = (flat * flat).sum(1)  # [G]
+        else:
+            parts = _part_major(gallery)  # [p, G, C]
+            if distance == "cos":
+                parts = torch.nn.functional.normalize(parts, p=2, dim=2)
+            self.mat = parts.transpose(1, 2).contiguous()  # [p, C, G]
+            self.sq = (parts * parts).sum(2)  # [p, G]
+
+
+def distance_to_gallery(probe: Tensor, cache: GalleryCache) -> Tensor:
+    """Distances ``[n, G]`` of a (small) block of probes to a prepared gallery.
+
+    Per-part distances are accumulated one part at a time so that the working memory stays
+    ``[n, G]`` instead of ``[p, n, G]``.
+    """
+    probe = as_parts(probe, "probe").to(cache.device)
+    n = probe.shape[0]
+    if cache.distance == "euc_flat":
+        flat = probe.reshape(n, -1).float()
+        if flat.shape[1] != cache.mat.shape[0]:
+            raise ValueError(
+                f"probe and gallery embeddings differ in size ({flat.shape[1]} vs {cache.mat.shape[0]})"
+            )
+        d2 = (flat * flat).sum(1, keepdim=True) + cache.sq.unsqueeze(0) - 2.0 * (flat @ cache.mat)
+        return d2.clamp_min_(0.0).sqrt_()
+    parts = _part_major(probe)  # [p, n, C]
+    if parts.shape[0] != cache.mat.shape[0] or parts.shape[2] != cache.mat.shape[1]:
+        raise ValueError(
+            "probe and gallery embeddings differ in shape "
+            f"(probe [C={parts.shape[2]}, p={parts.shape[0]}], "
+            f"gallery [C={cache.mat.shape[1]}, p={cache.mat.shape[0]}])"
+        )
+    num_parts = parts.shape[0]
+    out = torch.zeros(n, cache.size, dtype=torch.float32, device=cache.device)
+    if cache.distance == "cos":
+        parts = torch.nn.functional.normalize(parts, p=2, dim=2)
+        for k in range(num_parts):
+            out.addmm_(parts[k], cache.mat[k])
+        return out.div_(-float(num_parts)).add_(1.0)
+    buf = torch.empty_like(out)
+    for k in range(num_parts):
+        pk = parts[k]
+        torch.mm(pk, cache.mat[k], out=buf)
+        buf.mul_(-2.0).add_((pk * pk).sum(1, keepdim=True)).add_(cache.sq[k].unsqueeze(0))
+        out.add_(buf.clamp_min_(0.0).sqrt_())
+    return out.div_(float(num_parts))
+
+
+def iter_distance_chunks(
+    probe: Tensor, gallery: Tensor, distance: str, chunk_size: int = DEFAULT_CHUNK_SIZE
+) -> Iterator[tuple[int, Tensor]]:
+    """Yield ``(start, distances [chunk, G])`` over consecutive blocks of probes.
+
+    This is the single place protocols get distances from, so every protocol is chunked.
+    """
+    if chunk_size < 1:
+        raise ValueError(f"chunk_size must be >= 1, got {chunk_size}")
+    probe = as_parts(probe, "probe")
+    cache = GalleryCache(gallery, distance)
+    for start in range(0, probe.shape[0], chunk_size):
+        yield start, distance_to_gallery(probe[start : start + chunk_size], cache)
+
+
+def pairwise_distance(
+    probe: Tensor,
+    gallery: Tensor,
+    distance: str = "euc_parts",
+    chunk_size: int = DEFAULT_CHUNK_SIZE,
+) -> Tensor:
+    """Full ``[P, G]`` distance matrix (for small sets, tests and users' own analyses)."""
+    blocks = [d for _, d in iter_distance_chunks(probe, gallery, distance, chunk_size)]
+    if not blocks:
+        return torch.zeros(0, as_parts(gallery, "gallery").shape[0])
+    return torch.cat(blocks, 0)
