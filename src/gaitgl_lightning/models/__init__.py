@@ -1,1 +1,25 @@
-"""models (see docs/architecture.md)."""
+"""models (see docs/architecture.md): the GaitGL network, its layers, masks and heads."""
+
+from .gaitgl import GaitGL, GaitGLOutput, StageSpec
+from .heads import BNHead, BNNeckHead
+from .layers import GLCL, LTA, GeM, SeparateFCs, partition_conv, temporal_max
+from .masks import STRATEGIES, MaskStrategy
+from .opengait import OpenGaitCheckpointError, load_opengait_checkpoint
+
+__all__ = [
+    "GLCL",
+    "LTA",
+    "STRATEGIES",
+    "BNHead",
+    "BNNeckHead",
+    "GaitGL",
+    "GaitGLOutput",
+    "GeM",
+    "MaskStrategy",
+    "OpenGaitCheckpointError",
+    "SeparateFCs",
+    "StageSpec",
+    "load_opengait_checkpoint",
+    "partition_conv",
+    "temporal_max",
+]

@@ -1,0 +1,335 @@
+"""The GaitGL network assembled from a list of stages given as data (paper Sec. 3, Fig. 2).
+
+Every reading of the paper (journal 3-stage / 4-stage, OpenGait's conference nets, the
+ablation rows of Tables 5-7) is a YAML edit of ``stages``; see docs/model.md for the format.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any, NamedTuple
+
+import torch
+from torch import nn
+
+from .heads import BNHead, BNNeckHead
+from .layers import (
+    GLCL,
+    LTA,
+    ConvBlock,
+    GeM,
+    RowPool,
+    apply_time_mask,
+    spatial_pool,
+    temporal_max,
+    time_mask,
+)
+from .masks import MaskStrategy
+
+_MASK64 = (1 << 64) - 1
+EVAL_MASK_SEED = 0x5EED  # eval-time masks (eval_mode fixed/mean) are the same on every rank/run
+
+
+def _mix(*values: int) -> int:
+    """splitmix64 over a tuple of ints -> a 63-bit seed (why: nearby (seed, step, layer)
+    tuples must give unrelated generator streams)."""
+    h = 0x9E3779B97F4A7C15
+    for v in values:
+        h = (h ^ (int(v) & _MASK64)) & _MASK64
+        h = (h + 0x9E3779B97F4A7C15) & _MASK64
+        z = h
+        z = ((z ^ (z >> 30)) * 0xBF58476D1CE4E5B9) & _MASK64
+        z = ((z ^ (z >> 27)) * 0x94D049BB133111EB) & _MASK64
+        h = z ^ (z >> 31)
+    return h & ((1 << 63) - 1)
+
+
+class GaitGLOutput(NamedTuple):
+    """Network output: ``embeddings`` [n, C, parts] and ``logits`` [n, classes, parts]."""
+
+    embeddings: torch.Tensor
+    logits: torch.Tensor
+
+
+@dataclass(frozen=True)
+class StageSpec:
+    """One stage of the network, as read from the model config.
+
+    kind: ``glcl`` (GLCL layers) or ``conv`` (plain conv + LeakyReLU, e.g. a stem).
+    channels: output channels of every layer of the stage.  layers: number of layers.
+    local: ``mask`` (Eq. 6, strategy from the model's ``mask``), ``partition`` (Eq. 5 with
+    ``parts`` parts) or ``none`` (global only).  global_branch: False for "local only".
+    last: output type of the stage's last layer (``A`` add / ``B`` concat along H; the other
+    layers are A).  pool: ``lta`` / ``sp`` / ``none`` after the stage.
+    """
+
+    channels: int
+    layers: int = 1
+    kind: str = "glcl"
+    local: str = "mask"
+    parts: int = 8
+    global_branch: bool = True
+    last: str = "A"
+    pool: str = "none"
+    lta_kernel: int = 3
+    lta_stride: int = 3
+
+    @classmethod
+    def parse(cls, raw: Mapping[str, Any] | StageSpec, index: int) -> StageSpec:
+        """Build from a config mapping, naming the stage and the bad key on error."""
+        if isinstance(raw, StageSpec):
+            return raw
+        if not isinstance(raw, Mapping):
+            raise TypeError(f"model stages[{index}] must be a mapping, got {type(raw).__name__}")
+        data = {str(k): v for k, v in raw.items()}
+        if "global" in data:
+            data["global_branch"] = data.pop("global")
+        allowed = set(cls.__dataclass_fields__)
+        unknown = sorted(set(data) - allowed)
+        if unknown:
+            raise ValueError(
+                f"model stages[{index}]: unknown keys {unknown}; allowed {sorted(allowed)}"
+            )
+        if "channels" not in data:
+            raise ValueError(f"model stages[{index}]: 'channels' is required")
+        spec = cls(**data)
+        checks = [
+            (spec.kind in ("glcl", "conv"), "kind must be glcl or conv"),
+            (spec.local in ("mask", "partition", "none"), "local must be mask/partition/none"),
+            (spec.last in ("A", "B"), "last must be A or B"),
+            (spec.pool in ("lta", "sp", "none"), "pool must be lta/sp/none"),
+            (int(spec.channels) > 0 and int(spec.layers) > 0, "channels and layers must be > 0"),
+            (int(spec.parts) > 0, "parts must be > 0"),
+        ]
+        for ok, msg in checks:
+            if not ok:
+                raise ValueError(f"model stages[{index}]: {msg} (got {raw!r})")
+        return spec
+
+
+class GaitGL(nn.Module):
+    """GaitGL: stages of GLCL layers with LTA / SP pooling, temporal max, row pooling, head.
+
+    Args:
+        num_classes: classifier width (0 for no classifier; logits are then an empty tensor).
+        stages: list of stage mappings (see ``StageSpec``).
+        mask: the mask strategy of ``local: mask`` layers (a ``MaskStrategy`` or its kwargs).
+        input_size: (H, W) of the silhouettes; fixes the number of parts of the head.
+        pooling: row pooling over W: ``gem`` (Eq. 9-10), ``max``, ``avg``, ``max_avg``.
+        head: ``bn`` (FC, BN shared over parts, per-part classifier) or ``bnneck``.
+        embed_dim: width of the per-part FC (default: last stage's channels).
+        gem_p: initial GeM p.  in_channels: input channels (1 for silhouettes).
+    """
+
+    def __init__(
+        self,
+        num_classes: int,
+        stages: Sequence[Mapping[str, Any] | StageSpec],
+        mask: MaskStrategy | Mapping[str, Any] | None = None,
+        input_size: Sequence[int] = (64, 44),
+        pooling: str = "gem",
+        head: str = "bn",
+        embed_dim: int | None = None,
+        gem_p: float = 6.5,
+        in_channels: int = 1,
+    ) -> None:
+        super().__init__()
+        if int(num_classes) < 0:
+            raise ValueError(f"GaitGL num_classes must be >= 0, got {num_classes}")
+        if not stages:
+            raise ValueError("GaitGL needs at least one stage")
+        if mask is None:
+            mask = MaskStrategy()
+        elif isinstance(mask, Mapping):
+            mask = MaskStrategy(**{str(k): v for k, v in mask.items() if k != "_target_"})
+        if not isinstance(mask, MaskStrategy):
+            raise TypeError(f"GaitGL mask must be a MaskStrategy, got {type(mask).__name__}")
+        self.mask_strategy = mask
+        self.num_classes = int(num_classes)
+        self.specs = [StageSpec.parse(s, i) for i, s in enumerate(stages)]
+        self.input_size = (int(input_size[0]), int(input_size[1]))
+        self._mask_seed = 0
+        self.mask_draws: torch.Tensor
+        self.register_buffer("mask_draws", torch.zeros((), dtype=torch.int64))
+
+        blocks: list[nn.Module] = []
+        ltas: dict[int, LTA] = {}
+        c, h, w = int(in_channels), self.input_size[0], self.input_size[1]
+        for si, spec in enumerate(self.specs):
+            layers: list[nn.Module] = []
+            for li in range(spec.layers):
+                out_type = spec.last if li == spec.layers - 1 else "A"
+                if spec.kind == "conv":
+                    layers.append(ConvBlock(c, spec.channels))
+                else:
+                    layer = GLCL(
+                        c, spec.channels, spec.local, spec.parts, out_type, spec.global_branch
+                    )
+                    layers.append(layer)
+                    if layer.doubles_height:
+                        h *= 2
+                c = spec.channels
+            blocks.append(nn.ModuleList(layers))
+            if spec.pool == "lta":
+                ltas[si] = LTA(c, spec.lta_kernel, spec.lta_stride)
+            elif spec.pool == "sp":
+                h, w = h // 2, w // 2
+            if h < 1 or w < 1:
+                raise ValueError(f"model stages[{si}]: input_size {input_size} pools to nothing")
+        self.stages = nn.ModuleList(blocks)
+        self.ltas = nn.ModuleDict({str(k): v for k, v in ltas.items()})
+        self.parts = h
+        self.out_channels = c
+        self.min_frames = self._min_frames()
+
+        if pooling == "gem":
+            self.pool: nn.Module = GeM(p=gem_p)
+        else:
+            self.pool = RowPool(pooling)
+        dim = int(embed_dim) if embed_dim else c
+        if head == "bn":
+            self.head: nn.Module = BNHead(self.parts, c, dim, self.num_classes)
+        elif head == "bnneck":
+            self.head = BNNeckHead(self.parts, c, dim, self.num_classes)
+        else:
+            raise ValueError(f"GaitGL head must be 'bn' or 'bnneck', got {head!r}")
+        self.reset_parameters()
+
+    # ------------------------------------------------------------------ set-up helpers
+    def reset_parameters(self) -> None:
+        """Reference-code init: xavier_uniform convs, BN weight N(1, 0.02), bias 0."""
+        for m in self.modules():
+            if isinstance(m, nn.Conv3d):
+                nn.init.xavier_uniform_(m.weight)
+            elif isinstance(m, nn.BatchNorm1d):
+                nn.init.normal_(m.weight, 1.0, 0.02)
+                nn.init.zeros_(m.bias)
+
+    def _min_frames(self) -> int:
+        """Fewest input frames for which every LTA still outputs >= 1 frame."""
+        need = 1
+        for si in reversed(range(len(self.specs))):
+            if str(si) in self.ltas:
+                lta = self.ltas[str(si)]
+                assert isinstance(lta, LTA)
+                need = (need - 1) * lta.stride + lta.kernel
+        return need
+
+    def set_mask_seed(self, seed: int) -> None:
+        """Seed the training mask stream (the Lightning module passes ``seed + rank``).
+
+        Masks of draw ``k`` in mask layer ``l`` come from a generator seeded with
+        ``mix(seed, k, l)``; ``k`` is the registered buffer ``mask_draws``, so a state_dict
+        restores the exact stream on resume.
+        """
+        self._mask_seed = int(seed)
+
+    @property
+    def mask_seed(self) -> int:
+        """The current mask seed."""
+        return self._mask_seed
+
+    # ------------------------------------------------------------------ forward helpers
+    def _mask_drawer(
+        self, device: torch.device, layer_index: int, draw_index: int
+    ) -> Callable[[int, int, int], torch.Tensor] | None:
+        strategy = self.mask_strategy
+        if not strategy.random:
+            return None
+        if self.training:
+            seed, pairs = _mix(self._mask_seed, draw_index, layer_index), 1
+        elif strategy.eval_mode == "none":
+            return None
+        else:
+            pairs = 1 if strategy.eval_mode == "fixed" else strategy.eval_pairs
+            seed = _mix(EVAL_MASK_SEED, layer_index)
+        training = self.training
+
+        def draw(n: int, height: int, width: int) -> torch.Tensor:
+            gen = torch.Generator(device=device)
+            gen.manual_seed(seed)
+            # At eval one pair (or set of pairs) serves every sample, so that an embedding does
+            # not depend on the batch it was computed in.
+            m = n if training else 1
+            return torch.stack([strategy.draw(m, height, width, gen, device) for _ in range(pairs)])
+
+        return draw
+
+    def _repeat_short(
+        self, x: torch.Tensor, lengths: torch.Tensor | None
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """Tile clips shorter than ``min_frames`` (OpenGait repeats 1 frame x3, 2 frames x2).
+
+        Per sequence ``r = ceil(min_frames / L)`` copies, so a padded batch gives each short
+        sequence exactly what it would get alone.
+        """
+        need = self.min_frames
+        t = x.shape[2]
+        if lengths is None:
+            if t >= need:
+                return x, None
+            return x.repeat(1, 1, math.ceil(need / t), 1, 1), None
+        if bool((lengths >= need).all()):
+            return x, lengths
+        reps = torch.div(need + lengths - 1, lengths, rounding_mode="floor").clamp(min=1)
+        new = lengths * reps
+        tn = max(t, int(new.max()))
+        pos = torch.arange(tn, device=x.device)
+        idx = pos[None, :] % lengths[:, None]
+        n, c, _, h, w = x.shape
+        x = x.gather(2, idx[:, None, :, None, None].expand(n, c, tn, h, w))
+        return apply_time_mask(x, time_mask(new, tn)), new
+
+    def _check_input(self, x: torch.Tensor, lengths: torch.Tensor | None) -> None:
+        if x.dim() != 5:
+            raise ValueError(f"GaitGL expects x of shape [n, 1, T, H, W], got {tuple(x.shape)}")
+        if tuple(x.shape[3:]) != self.input_size:
+            raise ValueError(
+                f"GaitGL was built for input_size {self.input_size}, got frames of "
+                f"{tuple(x.shape[3:])}; set the model's input_size"
+            )
+        if lengths is not None:
+            if lengths.shape != (x.shape[0],):
+                raise ValueError(
+                    f"lengths must have shape [{x.shape[0]}], got {tuple(lengths.shape)}"
+                )
+            if bool((lengths < 1).any()) or bool((lengths > x.shape[2]).any()):
+                raise ValueError(f"lengths must lie in [1, T={x.shape[2]}], got {lengths.tolist()}")
+
+    # ------------------------------------------------------------------ forward
+    def forward(self, x: torch.Tensor, lengths: torch.Tensor | None = None) -> GaitGLOutput:
+        """[n, 1, T, H, W] (+ optional int64 lengths [n]) -> GaitGLOutput."""
+        self._check_input(x, lengths)
+        if lengths is not None:
+            lengths = lengths.to(device=x.device, dtype=torch.int64)
+            if bool((lengths == x.shape[2]).all()):
+                lengths = None  # every frame valid: skip the masking work
+        x, lengths = self._repeat_short(x, lengths)
+        valid = time_mask(lengths, x.shape[2]) if lengths is not None else None
+        draw_index = int(self.mask_draws) if self.training else 0
+        mask_layer = 0
+        for si, (spec, block) in enumerate(zip(self.specs, self.stages, strict=True)):
+            assert isinstance(block, nn.ModuleList)
+            for layer in block:
+                if isinstance(layer, GLCL):
+                    draw = None
+                    if layer.local == "mask":
+                        draw = self._mask_drawer(x.device, mask_layer, draw_index)
+                        mask_layer += 1
+                    x = layer(x, valid, self.mask_strategy if layer.local == "mask" else None, draw)
+                else:
+                    x = layer(x, valid)
+            if spec.pool == "lta":
+                x, lengths, valid = self.ltas[str(si)](x, lengths)
+            elif spec.pool == "sp":
+                x = spatial_pool(x)
+        if self.training and mask_layer and self.mask_strategy.random:
+            with torch.no_grad():
+                self.mask_draws += 1
+        feat = self.pool(temporal_max(x, valid))  # [n, C, parts]
+        emb, logits = self.head(feat)
+        if logits is None:
+            logits = emb.new_zeros((emb.shape[0], 0, emb.shape[2]))
+        return GaitGLOutput(emb, logits)

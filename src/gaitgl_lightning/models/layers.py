@@ -1,0 +1,279 @@
+"""Building blocks of GaitGL (paper Sec. 3): conv block, GLCL, LTA, pooling, GeM, separate FCs.
+
+Every temporal op is *length-aware*: a padded batch ``[n, C, T, H, W]`` travels with a boolean
+``valid`` mask ``[n, 1, T, 1, 1]`` and padded frames are re-zeroed after each temporal conv, so a
+short sequence in a padded batch sees exactly the zeros that conv padding would give it alone.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .masks import MaskStrategy
+
+NEG_SLOPE = 0.01  # LeakyReLU slope of the reference code (torch default)
+
+
+def time_mask(lengths: torch.Tensor, frames: int) -> torch.Tensor:
+    """Boolean [n, 1, T, 1, 1] mask of real frames for ``lengths`` (why: one broadcastable
+    multiply re-zeroes padding after every temporal op)."""
+    t = torch.arange(frames, device=lengths.device)
+    return (t[None, :] < lengths[:, None])[:, None, :, None, None]
+
+
+def apply_time_mask(x: torch.Tensor, valid: torch.Tensor | None) -> torch.Tensor:
+    """Zero the padded frames of ``x`` (identity when every frame is valid)."""
+    if valid is None:
+        return x
+    return x * valid.to(x.dtype)
+
+
+class BasicConv3d(nn.Module):
+    """A bias-free Conv3d (the reference code's building block; no norm, no activation).
+
+    The attribute is named ``conv3d`` so that checkpoint keys read ``...conv3d.weight``.
+    """
+
+    def __init__(
+        self,
+        in_channels: int,
+        out_channels: int,
+        kernel_size: tuple[int, int, int] = (3, 3, 3),
+        stride: tuple[int, int, int] = (1, 1, 1),
+        padding: tuple[int, int, int] = (1, 1, 1),
+    ) -> None:
+        super().__init__()
+        self.conv3d = nn.Conv3d(
+            in_channels, out_channels, kernel_size, stride=stride, padding=padding, bias=False
+        )
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Convolve [n, C, T, H, W]."""
+        return self.conv3d(x)
+
+
+class ConvBlock(nn.Module):
+    """Plain 3x3x3 conv + LeakyReLU (the optional stem), length-aware."""
+
+    def __init__(self, in_channels: int, out_channels: int) -> None:
+        super().__init__()
+        self.conv = BasicConv3d(in_channels, out_channels)
+
+    def forward(self, x: torch.Tensor, valid: torch.Tensor | None) -> torch.Tensor:
+        """Conv the zero-padded map, then re-zero padded frames."""
+        return apply_time_mask(F.leaky_relu(self.conv(x), NEG_SLOPE), valid)
+
+
+def partition_conv(conv: nn.Module, x: torch.Tensor, parts: int) -> torch.Tensor:
+    """Eq. 5: split H into parts of ``H // parts`` rows, conv each part independently, concat.
+
+    Why not a loop over parts: the parts are folded into the batch dimension so one conv call
+    covers them all.  A short last chunk (H not divisible, as ``Tensor.split`` makes it) is
+    padded with zero rows, which is exactly the conv's own zero padding for that chunk; the
+    extra output rows are then dropped.
+    """
+    n, c, t, h, w = x.shape
+    size = max(h // parts, 1)
+    chunks = -(-h // size)
+    pad = chunks * size - h
+    if pad:
+        x = F.pad(x, (0, 0, 0, pad))
+    y = x.view(n, c, t, chunks, size, w).permute(0, 3, 1, 2, 4, 5)
+    y = conv(y.reshape(n * chunks, c, t, size, w))
+    co = y.shape[1]
+    y = y.view(n, chunks, co, t, size, w).permute(0, 2, 3, 1, 4, 5).reshape(n, co, t, -1, w)
+    return y[..., :h, :] if pad else y
+
+
+class GLCL(nn.Module):
+    """Global-local conv layer (Eq. 1-6): ``Y_A = G(X) + L(X)`` or ``Y_B = cat_H(G(X), L(X))``.
+
+    ``local`` chooses the local branch: ``"mask"`` (Eq. 6, ``F(X*Mp) + F(X*Mq)`` with one
+    shared non-linear F = conv + LeakyReLU, the pair run as ONE conv over a doubled batch),
+    ``"partition"`` (Eq. 5 with ``parts`` parts) or ``"none"`` (global only).  ``use_global``
+    False gives the "local only" ablation.  The module names ``global_conv3d`` /
+    ``local_conv3d`` follow the conference code so checkpoints map one to one.
+    """
+
+    def __init__(
+        self,
+        in_channels: int,
+        out_channels: int,
+        local: str = "mask",
+        parts: int = 8,
+        out_type: str = "A",
+        use_global: bool = True,
+    ) -> None:
+        super().__init__()
+        if local not in ("mask", "partition", "none"):
+            raise ValueError(f"GLCL local must be mask/partition/none, got {local!r}")
+        if out_type not in ("A", "B"):
+            raise ValueError(f"GLCL out_type must be 'A' or 'B', got {out_type!r}")
+        if not use_global and local == "none":
+            raise ValueError("GLCL needs at least one branch (use_global=False and local='none')")
+        self.local = local
+        self.parts = int(parts)
+        self.out_type = out_type
+        self.global_conv3d = BasicConv3d(in_channels, out_channels) if use_global else None
+        self.local_conv3d = BasicConv3d(in_channels, out_channels) if local != "none" else None
+
+    @property
+    def doubles_height(self) -> bool:
+        """True when the output stacks two branches along H (type B with both branches)."""
+        return (
+            self.out_type == "B"
+            and self.global_conv3d is not None
+            and self.local_conv3d is not None
+        )
+
+    def _local(
+        self,
+        x: torch.Tensor,
+        strategy: MaskStrategy | None,
+        draw: Callable[[int, int, int], torch.Tensor] | None,
+    ) -> torch.Tensor:
+        assert self.local_conv3d is not None
+        conv = self.local_conv3d
+        if self.local == "partition":
+            return F.leaky_relu(partition_conv(conv, x, self.parts), NEG_SLOPE)
+        if strategy is None or strategy.strategy == "none" or draw is None:
+            return F.leaky_relu(conv(x), NEG_SLOPE)
+        if strategy.strategy == "part_fixed":
+            return F.leaky_relu(partition_conv(conv, x, strategy.parts), NEG_SLOPE)
+        n = x.shape[0]
+        mp = draw(n, x.shape[3], x.shape[4]).to(x.dtype)  # [pairs, m, 1, 1, H, W], m in {1, n}
+        pairs = mp.shape[0]
+        xs = x.unsqueeze(0)
+        # [2*pairs*n, C, T, H, W]: every pair's Mp and Mq in one batch for ONE conv call.
+        both = torch.cat([xs * mp, xs * (1 - mp)], dim=0).flatten(0, 1)
+        y = F.leaky_relu(conv(both), NEG_SLOPE)
+        y = y.view(2 * pairs, n, *y.shape[1:])
+        return y.sum(0) / pairs
+
+    def forward(
+        self,
+        x: torch.Tensor,
+        valid: torch.Tensor | None,
+        strategy: MaskStrategy | None = None,
+        draw: Callable[[int, int, int], torch.Tensor] | None = None,
+    ) -> torch.Tensor:
+        """Apply the layer; ``draw(n, H, W)`` returns Mp [pairs, m, 1, 1, H, W] when masking."""
+        g = (
+            F.leaky_relu(self.global_conv3d(x), NEG_SLOPE)
+            if self.global_conv3d is not None
+            else None
+        )
+        loc = self._local(x, strategy, draw) if self.local_conv3d is not None else None
+        if g is None:
+            assert loc is not None
+            y = loc
+        elif loc is None:
+            y = g
+        elif self.out_type == "A":
+            y = g + loc
+        else:
+            y = torch.cat([g, loc], dim=3)
+        return apply_time_mask(y, valid)
+
+
+class LTA(nn.Module):
+    """Local temporal aggregation: Conv3d (a,1,1), stride (b,1,1), no padding, + LeakyReLU.
+
+    Output length ``floor((L - a) / b) + 1`` per sequence; the new lengths are returned so the
+    following layers stay length-aware.
+    """
+
+    def __init__(self, channels: int, kernel: int = 3, stride: int = 3) -> None:
+        super().__init__()
+        self.kernel = int(kernel)
+        self.stride = int(stride)
+        self.conv = BasicConv3d(
+            channels, channels, (self.kernel, 1, 1), (self.stride, 1, 1), (0, 0, 0)
+        )
+
+    def out_lengths(self, lengths: torch.Tensor) -> torch.Tensor:
+        """Frames each sequence keeps after aggregation."""
+        return torch.div(lengths - self.kernel, self.stride, rounding_mode="floor") + 1
+
+    def forward(
+        self, x: torch.Tensor, lengths: torch.Tensor | None
+    ) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor | None]:
+        """Return (y, new lengths, new valid mask)."""
+        y = F.leaky_relu(self.conv(x), NEG_SLOPE)
+        if lengths is None:
+            return y, None, None
+        new = self.out_lengths(lengths)
+        valid = time_mask(new, y.shape[2])
+        return apply_time_mask(y, valid), new, valid
+
+
+def spatial_pool(x: torch.Tensor) -> torch.Tensor:
+    """SP: MaxPool (1, 2, 2); padded frames are zero in and zero out."""
+    return F.max_pool3d(x, kernel_size=(1, 2, 2), stride=(1, 2, 2))
+
+
+def temporal_max(x: torch.Tensor, valid: torch.Tensor | None) -> torch.Tensor:
+    """Eq. 7, length-aware: max over the real frames only. [n,C,T,H,W] -> [n,C,H,W]."""
+    if valid is not None:
+        x = x.masked_fill(~valid, float("-inf"))
+    return x.amax(dim=2)
+
+
+class GeM(nn.Module):
+    """Generalised-mean pooling over W per horizontal bin (Eq. 9-10), learnable scalar p.
+
+    Computed in float32 (why: x**6.5 overflows fp16).  ``bins=None`` makes one bin per row.
+    """
+
+    def __init__(self, p: float = 6.5, eps: float = 1e-6, bins: int | None = None) -> None:
+        super().__init__()
+        self.p = nn.Parameter(torch.ones(1) * p)
+        self.eps = eps
+        self.bins = bins
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """[n, C, H, W] -> [n, C, bins]."""
+        n, c, h = x.shape[:3]
+        bins = self.bins or h
+        with torch.autocast(device_type=x.device.type, enabled=False):
+            z = x.float().reshape(n, c, bins, -1).clamp(min=self.eps)
+            p = self.p.float()
+            return z.pow(p).mean(-1).pow(1.0 / p)
+
+
+class RowPool(nn.Module):
+    """Non-learnable row pooling for the Table 6 head ablation: max, avg or max+avg over W."""
+
+    def __init__(self, mode: str) -> None:
+        super().__init__()
+        if mode not in ("max", "avg", "max_avg"):
+            raise ValueError(f"row pooling must be max/avg/max_avg, got {mode!r}")
+        self.mode = mode
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """[n, C, H, W] -> [n, C, H]."""
+        if self.mode == "max":
+            return x.amax(-1)
+        if self.mode == "avg":
+            return x.mean(-1)
+        return x.amax(-1) + x.mean(-1)
+
+
+class SeparateFCs(nn.Module):
+    """One bias-free FC per part (Eq. 11): weight ``fc_bin`` [parts, in, out], xavier init."""
+
+    def __init__(self, parts: int, in_channels: int, out_channels: int, norm: bool = False):
+        super().__init__()
+        self.norm = norm
+        self.fc_bin = nn.Parameter(
+            nn.init.xavier_uniform_(torch.zeros(parts, in_channels, out_channels))
+        )
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """[n, C, p] -> [n, out, p]."""
+        w = F.normalize(self.fc_bin, dim=1) if self.norm else self.fc_bin
+        return torch.einsum("ncp,pco->nop", x, w.to(x.dtype))
