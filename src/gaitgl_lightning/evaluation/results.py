@@ -106,7 +106,7 @@ class EvalResult:
         """A ``rich.table.Table`` of the summary (see ``report`` for the cross-view tables)."""
         from rich.table import Table
 
-        t = Table(title=f"{self.protocol} ({self.variant}; distance {self.distance})")
+        t = Table(title=self.protocol, caption=f"{self.variant}; distance {self.distance}")
         t.add_column("metric")
         t.add_column("value (%)", justify="right")
         for k, v in self.summary().items():
