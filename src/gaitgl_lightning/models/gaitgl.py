@@ -308,6 +308,7 @@ class GaitGL(nn.Module):
                 lengths = None  # every frame valid: skip the masking work
         x, lengths = self._repeat_short(x, lengths)
         valid = time_mask(lengths, x.shape[2]) if lengths is not None else None
+        x = apply_time_mask(x, valid)  # whatever the padding holds, it reads as zeros
         draw_index = int(self.mask_draws) if self.training else 0
         mask_layer = 0
         for si, (spec, block) in enumerate(zip(self.specs, self.stages, strict=True)):

@@ -7,6 +7,7 @@ short sequence in a padded batch sees exactly the zeros that conv padding would 
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Callable
 
 import torch
@@ -23,6 +24,14 @@ def time_mask(lengths: torch.Tensor, frames: int) -> torch.Tensor:
     multiply re-zeroes padding after every temporal op)."""
     t = torch.arange(frames, device=lengths.device)
     return (t[None, :] < lengths[:, None])[:, None, :, None, None]
+
+
+def autocast_off(device: torch.device) -> contextlib.AbstractContextManager[object]:
+    """Disable autocast on ``device`` (why: GeM's x**p and the losses need float32); a no-op
+    on devices without autocast (meta, used to count parameters and trace shapes)."""
+    if device.type in ("cpu", "cuda", "xpu", "mps"):
+        return torch.autocast(device_type=device.type, enabled=False)
+    return contextlib.nullcontext()
 
 
 def apply_time_mask(x: torch.Tensor, valid: torch.Tensor | None) -> torch.Tensor:
@@ -239,7 +248,7 @@ class GeM(nn.Module):
         """[n, C, H, W] -> [n, C, bins]."""
         n, c, h = x.shape[:3]
         bins = self.bins or h
-        with torch.autocast(device_type=x.device.type, enabled=False):
+        with autocast_off(x.device):
             z = x.float().reshape(n, c, bins, -1).clamp(min=self.eps)
             p = self.p.float()
             return z.pow(p).mean(-1).pow(1.0 / p)

@@ -1,0 +1,148 @@
+"""GaitGL forward: padded batches, short clips, gradients, AMP, the mask stream."""
+
+from __future__ import annotations
+
+import copy
+
+import pytest
+import torch
+
+from gaitgl_lightning.losses import GaitGLLoss
+from gaitgl_lightning.models import GaitGL, MaskStrategy
+
+SIZE = (16, 12)
+JOURNAL = [
+    {"channels": 4, "local": "mask", "pool": "lta"},
+    {"channels": 6, "local": "mask", "pool": "sp"},
+    {"channels": 6, "layers": 2, "local": "mask", "last": "B"},
+]
+OPENGAIT = [
+    {"kind": "conv", "channels": 3, "layers": 2, "pool": "lta"},
+    {"channels": 4, "local": "partition", "parts": 4, "pool": "sp"},
+    {"channels": 6, "layers": 2, "local": "partition", "parts": 2, "last": "B"},
+]
+LTA_LTA = [
+    {"channels": 4, "local": "mask", "pool": "lta"},
+    {"channels": 4, "local": "partition", "parts": 4, "pool": "lta"},
+    {"channels": 6, "layers": 1, "local": "mask", "last": "B"},
+]
+
+
+def _net(stages: list, mask: MaskStrategy | None = None, **kw) -> GaitGL:
+    torch.manual_seed(0)
+    return GaitGL(5, stages, mask=mask or MaskStrategy("strip_v", 0.3), input_size=SIZE, **kw)
+
+
+def _padded(lengths: list[int], seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
+    g = torch.Generator().manual_seed(seed)
+    x = torch.rand(len(lengths), 1, max(lengths), *SIZE, generator=g)
+    for i, n in enumerate(lengths):
+        x[i, :, n:] = 0
+    return x, torch.tensor(lengths)
+
+
+@pytest.mark.parametrize(
+    ("stages", "mask", "lengths"),
+    [
+        (JOURNAL, MaskStrategy("strip_v", 0.3), [11, 7, 3, 5]),
+        (JOURNAL, MaskStrategy("part_h", 0.3, eval_mode="mean"), [10, 4, 1, 2]),
+        (JOURNAL, MaskStrategy("pixel", 0.3, eval_mode="fixed"), [9, 6]),
+        (JOURNAL, MaskStrategy("part_fixed", parts=4), [8, 5, 2]),
+        (OPENGAIT, None, [13, 8, 4, 1]),
+        (LTA_LTA, MaskStrategy("strip_h", 0.3), [20, 9, 10, 3]),
+    ],
+)
+def test_padded_batch_equals_one_at_a_time(stages, mask, lengths) -> None:
+    net = _net(stages, mask)
+    with torch.no_grad():  # give BN non-trivial running stats first
+        net.train()(torch.rand(6, 1, 12, *SIZE) * 2)
+    net.eval()
+    x, lens = _padded(lengths)
+    with torch.no_grad():
+        batch = net(x, lens)
+        for i, n in enumerate(lengths):
+            one = net(x[i : i + 1, :, :n])
+            torch.testing.assert_close(batch.embeddings[i], one.embeddings[0], rtol=1e-5, atol=1e-5)
+            torch.testing.assert_close(batch.logits[i], one.logits[0], rtol=1e-5, atol=1e-5)
+
+
+def test_padding_content_is_ignored() -> None:
+    net = _net(OPENGAIT).eval()
+    x, lens = _padded([9, 4])
+    noisy = x.clone()
+    noisy[1, :, 4:] = 1.0
+    with torch.no_grad():
+        torch.testing.assert_close(net(x, lens).embeddings, net(noisy, lens).embeddings)
+
+
+@pytest.mark.parametrize(("frames", "reps"), [(1, 3), (2, 2)])
+def test_short_clips_repeat_like_opengait(frames: int, reps: int) -> None:
+    net = _net(OPENGAIT).eval()
+    x = torch.rand(2, 1, frames, *SIZE)
+    with torch.no_grad():
+        torch.testing.assert_close(net(x).embeddings, net(x.repeat(1, 1, reps, 1, 1)).embeddings)
+
+
+def test_every_parameter_gets_a_gradient() -> None:
+    for stages in (JOURNAL, OPENGAIT):
+        net = _net(stages).train()
+        out = net(torch.rand(4, 1, 9, *SIZE))
+        loss = GaitGLLoss()(out.embeddings, out.logits, torch.tensor([0, 0, 1, 1]))
+        loss.total.backward()
+        for name, p in net.named_parameters():
+            assert p.grad is not None and p.grad.abs().sum() > 0, name
+
+
+def test_bf16_autocast_no_nan() -> None:
+    net = _net(JOURNAL).train()
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        out = net(torch.rand(4, 1, 9, *SIZE))
+        loss = GaitGLLoss()(out.embeddings, out.logits, torch.tensor([0, 0, 1, 1]))
+    assert loss.total.dtype == torch.float32
+    loss.total.backward()
+    assert torch.isfinite(loss.total)
+    assert all(torch.isfinite(p.grad).all() for p in net.parameters() if p.grad is not None)
+
+
+def test_mask_stream_seeded_and_restored_by_state_dict() -> None:
+    x = torch.rand(3, 1, 6, *SIZE)
+    net = _net(JOURNAL).train()
+    net.set_mask_seed(7)
+    first = [net(x).embeddings.detach() for _ in range(3)]
+    assert int(net.mask_draws) == 3
+    assert not torch.allclose(first[0], first[1])  # new masks at every step
+
+    again = _net(JOURNAL).train()  # a fresh net with the same weights and seed
+    again.set_mask_seed(7)
+    for ref in first:
+        torch.testing.assert_close(again(x).embeddings.detach(), ref)
+
+    # Resume: state after step 1 -> steps 2 and 3 repeat exactly.
+    resumed = _net(JOURNAL).train()
+    resumed.set_mask_seed(7)
+    resumed(x)
+    state = copy.deepcopy(resumed.state_dict())
+    fresh = _net(JOURNAL).train()
+    fresh.load_state_dict(state)
+    fresh.set_mask_seed(7)
+    torch.testing.assert_close(fresh(x).embeddings.detach(), first[1])
+
+    other = _net(JOURNAL).train()
+    other.set_mask_seed(8)
+    assert not torch.allclose(other(x).embeddings.detach(), first[0])
+
+
+def test_eval_without_masks_is_deterministic_and_does_not_draw() -> None:
+    net = _net(JOURNAL).eval()
+    x = torch.rand(2, 1, 6, *SIZE)
+    with torch.no_grad():
+        torch.testing.assert_close(net(x).embeddings, net(x).embeddings)
+    assert int(net.mask_draws) == 0
+
+
+def test_bnneck_head_and_no_classifier() -> None:
+    net = _net(JOURNAL, head="bnneck").eval()
+    out = net(torch.rand(2, 1, 6, *SIZE))
+    assert out.logits.abs().max() <= 1 + 1e-5  # cosine logits
+    bare = GaitGL(0, JOURNAL, input_size=SIZE).eval()
+    assert bare(torch.rand(2, 1, 6, *SIZE)).logits.shape == (2, 0, net.parts)

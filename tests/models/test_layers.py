@@ -1,0 +1,73 @@
+"""Layers: the Eq. 5 partition, the non-linear mask pair, LTA lengths, GeM, separate FCs."""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+from gaitgl_lightning.models import GLCL, LTA, GeM, MaskStrategy, SeparateFCs, partition_conv
+from gaitgl_lightning.models.layers import NEG_SLOPE
+
+
+def test_partition_conv_equals_loop_over_parts() -> None:
+    torch.manual_seed(0)
+    conv = torch.nn.Conv3d(3, 4, 3, padding=1, bias=False)
+    for h, parts in [(16, 4), (16, 8), (18, 4), (9, 2)]:
+        x = torch.randn(2, 3, 5, h, 7)
+        size = h // parts
+        ref = torch.cat([conv(c) for c in x.split(size, dim=3)], dim=3)
+        torch.testing.assert_close(partition_conv(conv, x, parts), ref, rtol=1e-5, atol=1e-6)
+
+
+def _pair_draw(strategy: MaskStrategy, seed: int = 0):
+    def draw(n: int, h: int, w: int) -> torch.Tensor:
+        gen = torch.Generator().manual_seed(seed)
+        return strategy.draw(n, h, w, gen, torch.device("cpu"))[None]
+
+    return draw
+
+
+def test_mask_branch_is_nonlinear_pair_of_shared_conv() -> None:
+    """F(X*Mp) + F(X*Mq) with F = LeakyReLU(conv); a linear F would collapse it to conv(X)."""
+    torch.manual_seed(0)
+    layer = GLCL(3, 4, local="mask", use_global=False)
+    strategy = MaskStrategy("strip_v", 0.3)
+    x = torch.randn(2, 3, 4, 8, 10)
+    out = layer(x, None, strategy, _pair_draw(strategy))
+    mp = _pair_draw(strategy)(2, 8, 10)[0]
+    conv = layer.local_conv3d
+    assert conv is not None
+    ref = F.leaky_relu(conv(x * mp), NEG_SLOPE) + F.leaky_relu(conv(x * (1 - mp)), NEG_SLOPE)
+    torch.testing.assert_close(out, ref, rtol=1e-5, atol=1e-6)
+    # Fails if the non-linearity inside F is removed (then the pair equals conv(X)) or if the
+    # masks are dropped (then it equals F(X)).
+    assert (out - conv(x)).abs().max() > 1e-2
+    assert (out - F.leaky_relu(conv(x), NEG_SLOPE)).abs().max() > 1e-2
+
+
+def test_glcl_types_a_and_b() -> None:
+    x = torch.randn(1, 2, 3, 8, 6)
+    a = GLCL(2, 5, local="partition", parts=2, out_type="A")
+    b = GLCL(2, 5, local="partition", parts=2, out_type="B")
+    assert a(x, None).shape == (1, 5, 3, 8, 6)
+    assert b(x, None).shape == (1, 5, 3, 16, 6)
+
+
+def test_lta_lengths_match_opengait() -> None:
+    lta = LTA(2)
+    got = lta.out_lengths(torch.tensor([3, 4, 5, 6, 29, 30, 31])).tolist()
+    assert got == [1, 1, 1, 2, 9, 10, 10]
+
+
+def test_gem_per_row_matches_formula() -> None:
+    x = torch.rand(2, 3, 4, 5) + 0.1
+    gem = GeM(p=3.0)
+    ref = x.pow(3).mean(-1).pow(1 / 3)
+    torch.testing.assert_close(gem(x), ref)
+
+
+def test_separate_fcs_is_per_part_matmul() -> None:
+    fc = SeparateFCs(3, 4, 5)
+    x = torch.randn(2, 4, 3)
+    ref = torch.stack([x[:, :, i] @ fc.fc_bin[i] for i in range(3)], dim=2)
+    torch.testing.assert_close(fc(x), ref)

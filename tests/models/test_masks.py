@@ -1,0 +1,70 @@
+"""Mask strategies: complementary, exact dropped size, reproducible, different across draws."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+from gaitgl_lightning.models import MaskStrategy
+
+RANDOM = ["part_h", "part_v", "strip_h", "strip_v", "pixel"]
+H, W = 16, 11
+
+
+def _draw(strategy: str, seed: int, ratio: float = 0.3, n: int = 5) -> torch.Tensor:
+    gen = torch.Generator().manual_seed(seed)
+    return MaskStrategy(strategy, ratio).draw(n, H, W, gen, torch.device("cpu"))
+
+
+@pytest.mark.parametrize("strategy", RANDOM)
+@pytest.mark.parametrize("ratio", [0.1, 0.3, 0.5, 0.9])
+def test_complementary_and_exact_size(strategy: str, ratio: float) -> None:
+    mp = _draw(strategy, 0, ratio)
+    assert mp.shape == (5, 1, 1, H, W)
+    mq = 1 - mp
+    assert torch.all((mp == 0) | (mp == 1))
+    assert torch.all(mp + mq == 1) and torch.all(mp * mq == 0)
+    m = mp[:, 0, 0].bool()
+    rows, cols = m.all(2), m.all(1)  # fully dropped rows / columns
+    if strategy.endswith("_h"):
+        k = math.floor(ratio * H)
+        assert torch.all(rows.sum(1) == k) and torch.all(m.sum((1, 2)) == k * W)
+    elif strategy.endswith("_v"):
+        k = math.floor(ratio * W)
+        assert torch.all(cols.sum(1) == k) and torch.all(m.sum((1, 2)) == k * H)
+    else:
+        assert torch.all(m.sum((1, 2)) == math.floor(ratio * H * W))
+    if strategy.startswith("part"):  # one contiguous band
+        band = rows if strategy.endswith("_h") else cols
+        for b in band:
+            idx = b.nonzero().flatten()
+            assert int(idx[-1] - idx[0] + 1) == len(idx)
+
+
+@pytest.mark.parametrize("strategy", RANDOM)
+def test_reproducible_and_different_across_draws(strategy: str) -> None:
+    assert torch.equal(_draw(strategy, 3), _draw(strategy, 3))
+    assert not torch.equal(_draw(strategy, 3), _draw(strategy, 4))
+    gen = torch.Generator().manual_seed(3)
+    s = MaskStrategy(strategy, 0.3)
+    a = s.draw(5, H, W, gen, torch.device("cpu"))
+    b = s.draw(5, H, W, gen, torch.device("cpu"))
+    assert not torch.equal(a, b)
+    assert not all(torch.equal(a[0], a[i]) for i in range(1, 5))  # per sample
+
+
+def test_per_batch_draws_one_pair() -> None:
+    gen = torch.Generator().manual_seed(0)
+    mp = MaskStrategy("strip_v", 0.3, per_sample=False).draw(5, H, W, gen, torch.device("cpu"))
+    assert mp.shape == (1, 1, 1, H, W)
+
+
+def test_bad_config_is_a_clear_error() -> None:
+    with pytest.raises(ValueError, match="unknown"):
+        MaskStrategy("stripes")
+    with pytest.raises(ValueError, match="ratio"):
+        MaskStrategy("strip_v", 1.5)
+    with pytest.raises(ValueError, match="eval_mode"):
+        MaskStrategy("strip_v", eval_mode="avg")

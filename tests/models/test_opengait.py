@@ -1,0 +1,143 @@
+"""OpenGait checkpoint import: an OpenGait-named state dict loads and gives the same embeddings
+as an independent functional forward written from the reference description."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+import torch.nn.functional as F
+from hydra.utils import instantiate
+from omegaconf import OmegaConf
+
+from gaitgl_lightning.models import OpenGaitCheckpointError, load_opengait_checkpoint
+
+CONF = Path(__file__).resolve().parents[2] / "conf"
+
+
+def _glconv_keys(prefix: str, cin: int, cout: int) -> dict[str, tuple[int, ...]]:
+    return {f"{prefix}.{b}_conv3d.conv3d.weight": (cout, cin, 3, 3, 3) for b in ("global", "local")}
+
+
+def shallow_state(classes: int) -> dict[str, torch.Tensor]:
+    """OpenGait CASIA-B GaitGL key names and shapes (layer table, channels 32/64/128)."""
+    shapes: dict[str, tuple[int, ...]] = {
+        "conv3d.0.conv3d.weight": (32, 1, 3, 3, 3),
+        "LTA.0.conv3d.weight": (32, 32, 3, 1, 1),
+        **_glconv_keys("GLConvA0", 32, 64),
+        **_glconv_keys("GLConvA1", 64, 128),
+        **_glconv_keys("GLConvB2", 128, 128),
+        "HPP.p": (1,),
+        "Head0.fc_bin": (64, 128, 128),
+        "Bn.weight": (128,),
+        "Bn.bias": (128,),
+        "Bn.running_mean": (128,),
+        "Bn.running_var": (128,),
+        "Head1.fc_bin": (64, 128, classes),
+    }
+    g = torch.Generator().manual_seed(1)
+    state = {k: torch.randn(s, generator=g) * 0.1 for k, s in shapes.items()}
+    state["HPP.p"] = torch.tensor([3.0])
+    state["Bn.running_var"] = torch.rand(128, generator=g) + 0.5
+    state["Bn.num_batches_tracked"] = torch.tensor(10)
+    return state
+
+
+def reference_forward(sd: dict[str, torch.Tensor], x: torch.Tensor) -> torch.Tensor:
+    """Eval forward of OpenGait's shallow GaitGL, written from the layer description."""
+    lrelu = F.leaky_relu
+
+    def glconv(name: str, z: torch.Tensor, concat: bool) -> torch.Tensor:
+        g = F.conv3d(z, sd[f"{name}.global_conv3d.conv3d.weight"], padding=1)
+        w = sd[f"{name}.local_conv3d.conv3d.weight"]
+        size = z.shape[3] // 8
+        loc = torch.cat([F.conv3d(c, w, padding=1) for c in z.split(size, 3)], 3)
+        return lrelu(torch.cat([g, loc], 3)) if concat else lrelu(g) + lrelu(loc)
+
+    z = lrelu(F.conv3d(x, sd["conv3d.0.conv3d.weight"], padding=1))
+    z = lrelu(F.conv3d(z, sd["LTA.0.conv3d.weight"], stride=(3, 1, 1)))
+    z = glconv("GLConvA0", z, False)
+    z = F.max_pool3d(z, (1, 2, 2))
+    z = glconv("GLConvB2", glconv("GLConvA1", z, False), True)
+    z = z.max(2).values
+    p = sd["HPP.p"]
+    z = z.clamp(min=1e-6).pow(p).mean(-1).pow(1 / p)  # 64 bins of one row
+    z = torch.einsum("ncp,pco->nop", z, sd["Head0.fc_bin"])
+    return F.batch_norm(
+        z, sd["Bn.running_mean"], sd["Bn.running_var"], sd["Bn.weight"], sd["Bn.bias"], False
+    )
+
+
+def _net(name: str, classes: int) -> torch.nn.Module:
+    return instantiate(OmegaConf.load(CONF / "model" / f"{name}.yaml"), num_classes=classes)
+
+
+def test_shallow_checkpoint_gives_reference_embeddings(tmp_path: Path) -> None:
+    sd = shallow_state(74)
+    path = tmp_path / "GaitGL-80000.pt"
+    torch.save({"model": sd, "iteration": 80000}, path)
+    net = _net("opengait_gaitgl", 74)
+    load_opengait_checkpoint(net, path)
+    x = torch.rand(1, 1, 6, 64, 44)
+    with torch.no_grad():
+        out = net.eval()(x)
+        ref = reference_forward(sd, x)
+    torch.testing.assert_close(out.embeddings, ref, rtol=1e-4, atol=1e-5)
+    assert torch.equal(net.head.classifier.fc_bin, sd["Head1.fc_bin"])
+
+
+def test_deep_checkpoint_maps_sequential_blocks(tmp_path: Path) -> None:
+    src = _net("opengait_gaitgl_large", 3)
+    # Rename our tensors to OpenGait's deep names by hand (Sequential indices inside blocks).
+    names = {
+        "stages.0.0.conv": "conv3d.0",
+        "stages.0.1.conv": "conv3d.2",
+        "ltas.0.conv": "LTA.0",
+        "stages.1.0": "GLConvA0.0",
+        "stages.1.1": "GLConvA0.1",
+        "stages.2.0": "GLConvA1.0",
+        "stages.2.1": "GLConvA1.1",
+        "stages.3.0": "GLConvB2.0",
+        "stages.3.1": "GLConvB2.1",
+        "pool.p": "HPP.p",
+        "head.fc": "Head0",
+        "head.bn": "Bn",
+        "head.classifier": "Head1",
+    }
+    sd = {}
+    for k, v in src.state_dict().items():
+        if k == "mask_draws":
+            continue
+        for ours, theirs in names.items():
+            if k.startswith(ours):
+                sd["module." + theirs + k[len(ours) :]] = v.clone()  # DDP prefix too
+                break
+        else:
+            raise AssertionError(k)
+    path = tmp_path / "deep.pt"
+    torch.save({"model": sd}, path)
+    net = _net("opengait_gaitgl_large", 3)
+    load_opengait_checkpoint(net, path)
+    for k, v in src.state_dict().items():
+        assert torch.equal(net.state_dict()[k], v), k
+
+
+def test_mismatch_gives_readable_diff(tmp_path: Path) -> None:
+    sd = shallow_state(74)
+    del sd["GLConvA1.local_conv3d.conv3d.weight"]
+    sd["Extra.weight"] = torch.zeros(2)
+    path = tmp_path / "bad.pt"
+    torch.save({"model": sd}, path)
+    with pytest.raises(OpenGaitCheckpointError) as err:
+        load_opengait_checkpoint(_net("opengait_gaitgl", 10), path)
+    msg = str(err.value)
+    assert "bad.pt" in msg
+    assert (
+        "Head1.fc_bin is (64, 128, 74), network's head.classifier.fc_bin needs (64, 128, 10)" in msg
+    )
+    assert "missing in checkpoint: GLConvA1.local_conv3d.conv3d.weight" in msg
+    assert "unexpected in checkpoint: Extra.weight" in msg
+    torch.save({"state_dict": sd}, path)
+    with pytest.raises(OpenGaitCheckpointError, match="under 'model'"):
+        load_opengait_checkpoint(_net("opengait_gaitgl", 10), path)
