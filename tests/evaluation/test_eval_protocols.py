@@ -208,6 +208,7 @@ def test_gait3d_default_probe_is_first_sequence_per_subject() -> None:
     gidx = [i for i in range(len(meta)) if i not in first]
     firsts, aps, inps = _retrieval_brute(emb, meta, pidx, gidx)
     assert res.summary()["mAP"] == pytest.approx(float(aps.mean()))
+    assert res.summary()["mINP"] == pytest.approx(float(inps.mean()))
     assert res.summary()["rank1"] == pytest.approx(float((firsts < 1).mean()))
 
 
