@@ -71,3 +71,16 @@ def test_separate_fcs_is_per_part_matmul() -> None:
     x = torch.randn(2, 4, 3)
     ref = torch.stack([x[:, :, i] @ fc.fc_bin[i] for i in range(3)], dim=2)
     torch.testing.assert_close(fc(x), ref)
+
+
+def test_fast_paths_have_exact_gradients() -> None:
+    from gaitgl_lightning.models.layers import _PartMatmul, _SmallInConv3d
+
+    x = torch.rand(3, 5, 4, dtype=torch.float64, requires_grad=True)
+    w = torch.rand(4, 5, 6, dtype=torch.float64, requires_grad=True)
+    assert torch.autograd.gradcheck(_PartMatmul.apply, (x, w))
+    x = torch.rand(2, 1, 4, 5, 6, dtype=torch.float64, requires_grad=True)
+    w = torch.rand(3, 1, 3, 3, 3, dtype=torch.float64, requires_grad=True)
+    assert torch.autograd.gradcheck(
+        lambda a, b: _SmallInConv3d.apply(a, b, (1, 1, 1), (1, 1, 1)), (x, w)
+    )

@@ -24,7 +24,7 @@ class TripletStats(NamedTuple):
 
 def part_distances(emb: torch.Tensor) -> torch.Tensor:
     """Euclidean distances per part: [n, C, p] -> [p, n, n] (sqrt(max(x^2 + y^2 - 2xy, 1e-12)))."""
-    x = emb.permute(2, 0, 1)  # [p, n, C]
+    x = emb.permute(2, 0, 1).contiguous()  # [p, n, C]; contiguous: strided CPU bmm is slow
     sq = (x * x).sum(-1)
     d2 = sq[:, :, None] + sq[:, None, :] - 2 * x @ x.transpose(1, 2)
     # clamp instead of relu: sqrt has an infinite slope at 0 (the anchor-anchor distance).
