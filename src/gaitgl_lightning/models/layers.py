@@ -77,6 +77,16 @@ class BasicConv3d(nn.Module):
 SMALL_IN_CHANNELS = 4
 
 
+def _autocast_inputs(*tensors: torch.Tensor) -> tuple[torch.Tensor, ...]:
+    """Cast to the autocast dtype when autocast is on (custom Functions see raw inputs, and
+    their backward runs outside autocast, so they cast once here and save the cast copies)."""
+    dev = tensors[0].device.type
+    if dev in ("cpu", "cuda") and torch.is_autocast_enabled(dev):
+        dt = torch.get_autocast_dtype(dev)
+        return tuple(t.to(dt) for t in tensors)
+    return tensors
+
+
 class _SmallInConv3d(torch.autograd.Function):
     """Conv3d whose CPU backward runs the native kernel instead of oneDNN.
 
@@ -89,6 +99,8 @@ class _SmallInConv3d(torch.autograd.Function):
     def forward(
         ctx: Any, x: torch.Tensor, w: torch.Tensor, stride: Any, padding: Any
     ) -> torch.Tensor:
+        ctx.dtypes = (x.dtype, w.dtype)
+        x, w = _autocast_inputs(x, w)
         ctx.save_for_backward(x, w)
         ctx.stride, ctx.padding = list(stride), list(padding)
         return F.conv3d(x, w, stride=stride, padding=padding)
@@ -98,7 +110,7 @@ class _SmallInConv3d(torch.autograd.Function):
         x, w = ctx.saved_tensors
         with torch.backends.mkldnn.flags(enabled=False):
             gx, gw, _ = torch.ops.aten.convolution_backward(
-                grad.contiguous(),
+                grad.to(x.dtype).contiguous(),
                 x,
                 w,
                 None,
@@ -110,7 +122,7 @@ class _SmallInConv3d(torch.autograd.Function):
                 1,
                 [ctx.needs_input_grad[0], True, False],
             )
-        return gx, gw, None, None
+        return (gx.to(ctx.dtypes[0]) if gx is not None else None), gw.to(ctx.dtypes[1]), None, None
 
 
 class ConvBlock(nn.Module):
@@ -346,6 +358,8 @@ class _PartMatmul(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx: Any, x: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
+        ctx.dtypes = (x.dtype, w.dtype)
+        x, w = _autocast_inputs(x, w)
         xp = x.permute(2, 0, 1).contiguous()  # [p, n, C]
         ctx.save_for_backward(xp, w)
         return torch.bmm(xp, w).permute(1, 2, 0).contiguous()  # [n, out, p]
@@ -353,7 +367,7 @@ class _PartMatmul(torch.autograd.Function):
     @staticmethod
     def backward(ctx: Any, grad: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         xp, w = ctx.saved_tensors
-        gp = grad.permute(2, 0, 1).contiguous()  # [p, n, out]
+        gp = grad.to(xp.dtype).permute(2, 0, 1).contiguous()  # [p, n, out]
         gx = torch.bmm(gp, w.transpose(1, 2).contiguous()).permute(1, 2, 0)
         gw = torch.bmm(xp.transpose(1, 2).contiguous(), gp)
-        return gx, gw
+        return gx.to(ctx.dtypes[0]), gw.to(ctx.dtypes[1])
