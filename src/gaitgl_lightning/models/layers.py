@@ -108,7 +108,11 @@ class _SmallInConv3d(torch.autograd.Function):
     @staticmethod
     def backward(ctx: Any, grad: torch.Tensor) -> tuple[torch.Tensor | None, ...]:
         x, w = ctx.saved_tensors
-        with torch.backends.mkldnn.flags(enabled=False):
+        # Set the flag directly: mkldnn.flags() also toggles TF32 and warns on every call.
+        mkldnn = torch.backends.mkldnn
+        previous = mkldnn.enabled
+        mkldnn.enabled = False  # type: ignore[assignment]
+        try:
             gx, gw, _ = torch.ops.aten.convolution_backward(
                 grad.to(x.dtype).contiguous(),
                 x,
@@ -122,6 +126,8 @@ class _SmallInConv3d(torch.autograd.Function):
                 1,
                 [ctx.needs_input_grad[0], True, False],
             )
+        finally:
+            mkldnn.enabled = previous  # type: ignore[assignment]
         return (gx.to(ctx.dtypes[0]) if gx is not None else None), gw.to(ctx.dtypes[1]), None, None
 
 
