@@ -106,6 +106,7 @@ def naive_forward(net: GaitGL, x: torch.Tensor, rng: np.random.Generator):
 
 # --------------------------------------------------------------------------- timing
 def timed(fn: Callable[[], object], reps: int, warmup: int = 1) -> float:
+    """Median wall time of ``fn`` over ``reps`` runs after ``warmup`` runs."""
     for _ in range(warmup):
         fn()
     times = []
@@ -114,6 +115,20 @@ def timed(fn: Callable[[], object], reps: int, warmup: int = 1) -> float:
         fn()
         times.append(time.perf_counter() - t)
     return statistics.median(times)
+
+
+def compare(a: Callable[[], object], b: Callable[[], object], reps: int) -> tuple[float, float]:
+    """Median times of ``a`` and ``b``, run alternately (a, b, a, b, ...) after one warm-up each,
+    so that load from other processes on a shared machine hits both alike."""
+    a()
+    b()
+    ta, tb = [], []
+    for _ in range(reps):
+        for fn, out in ((a, ta), (b, tb)):
+            t = time.perf_counter()
+            fn()
+            out.append(time.perf_counter() - t)
+    return statistics.median(ta), statistics.median(tb)
 
 
 def bench_cpu(name: str, batch: int, frames: int, eval_seqs: int, reps: int) -> list[str]:
@@ -139,8 +154,7 @@ def bench_cpu(name: str, batch: int, frames: int, eval_seqs: int, reps: int) -> 
         ref = naive_forward(net, x[:1, :, :9], rng)[0]
         torch.testing.assert_close(net(x[:1, :, :9]).embeddings, ref, rtol=1e-3, atol=1e-4)
     net.train()
-    t_pkg = timed(pkg_step, reps)
-    t_naive = timed(naive_step, reps)
+    t_pkg, t_naive = compare(pkg_step, naive_step, reps)
 
     # eval: variable lengths, padded batch (package) vs one sequence at a time (baseline)
     net.eval()
@@ -160,8 +174,7 @@ def bench_cpu(name: str, batch: int, frames: int, eval_seqs: int, reps: int) -> 
             for i, n in enumerate(lengths.tolist()):
                 naive_forward(net, xe[i : i + 1, :, :n], rng)
 
-    e_pkg = timed(pkg_eval, reps)
-    e_naive = timed(naive_eval, reps)
+    e_pkg, e_naive = compare(pkg_eval, naive_eval, reps)
     return [
         f"{name:<16} train step b={batch} T={frames}   package {t_pkg:7.2f} s   "
         f"straightforward {t_naive:7.2f} s   speed-up {t_naive / t_pkg:5.2f}x  (target >= 1.3x)",
