@@ -83,3 +83,17 @@ def test_bad_input_is_a_clear_error() -> None:
         GaitGLLoss()(torch.zeros(4, 3, 2), torch.zeros(4, 5, 2), torch.zeros(3))
     with pytest.raises(ValueError, match="weights"):
         GaitGLLoss(triplet_weight=0.0, ce_weight=0.0)
+
+
+@pytest.mark.parametrize("name", ["gaitgl", "gaitgl_ls", "triplet_only"])
+def test_loss_configs_instantiate(name: str) -> None:
+    from pathlib import Path
+
+    from hydra.utils import instantiate
+    from omegaconf import OmegaConf
+
+    path = Path(__file__).resolve().parents[2] / "conf" / "loss" / f"{name}.yaml"
+    loss = instantiate(OmegaConf.load(path))
+    assert isinstance(loss, GaitGLLoss)
+    out = loss(torch.randn(4, 3, 2), torch.randn(4, 5, 2), torch.tensor([0, 0, 1, 1]))
+    assert torch.isfinite(out.total)

@@ -146,3 +146,12 @@ def test_bnneck_head_and_no_classifier() -> None:
     assert out.logits.abs().max() <= 1 + 1e-5  # cosine logits
     bare = GaitGL(0, JOURNAL, input_size=SIZE).eval()
     assert bare(torch.rand(2, 1, 6, *SIZE)).logits.shape == (2, 0, net.parts)
+
+
+@pytest.mark.parametrize("per_sample", [True, False])
+def test_masks_per_sample_or_per_batch(per_sample: bool) -> None:
+    net = _net(JOURNAL, MaskStrategy("strip_v", 0.3, per_sample=per_sample)).train()
+    x = torch.rand(1, 1, 6, *SIZE).repeat(4, 1, 1, 1, 1)  # four identical samples
+    emb = net(x).embeddings.detach()
+    same = all(torch.allclose(emb[0], emb[i]) for i in range(1, 4))
+    assert same == (not per_sample)
