@@ -38,6 +38,11 @@ def _worker(rank: int, port: int, out_dir: str) -> None:
     dist.init_process_group("gloo", rank=rank, world_size=WORLD)
     try:
         emb, logits, labels = _data()
+        # unequal shards (5 + 3): the gather pads and trims
+        uneven = slice(0, 5) if rank == 0 else slice(5, 8)
+        e = emb[uneven].clone().requires_grad_(True)
+        GaitGLLoss(ce_weight=0.0)(e, None, labels[uneven]).total.backward()
+        torch.save({"grad_e": e.grad}, Path(out_dir) / f"uneven{rank}.pt")
         shard = slice(rank * 4, rank * 4 + 4)
         e = emb[shard].clone().requires_grad_(True)
         z = logits[shard].clone().requires_grad_(True)
@@ -60,6 +65,9 @@ def test_gathered_triplet_matches_single_process() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         mp.spawn(_worker, args=(_free_port(), tmp), nprocs=WORLD, join=True)
         ranks = [torch.load(Path(tmp) / f"rank{r}.pt", weights_only=True) for r in range(WORLD)]
+        uneven = [torch.load(Path(tmp) / f"uneven{r}.pt", weights_only=True) for r in range(WORLD)]
+    torch.testing.assert_close(uneven[0]["grad_e"] / WORLD, e.grad[:5])
+    torch.testing.assert_close(uneven[1]["grad_e"] / WORLD, e.grad[5:])
     for r, res in enumerate(ranks):
         shard = slice(r * 4, r * 4 + 4)
         # the triplet term sees the global batch on every rank
