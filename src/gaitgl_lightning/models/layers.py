@@ -90,9 +90,11 @@ def _autocast_inputs(*tensors: torch.Tensor) -> tuple[torch.Tensor, ...]:
 class _SmallInConv3d(torch.autograd.Function):
     """Conv3d whose CPU backward runs the native kernel instead of oneDNN.
 
-    Why: for 1-4 input channels (the first layer on silhouettes) oneDNN's weight gradient is
-    ~7x slower than the native im2col + GEMM one on CPU (measured: 1.96 s vs 0.28 s for
-    [8, 1, 30, 64, 44] -> 64 channels); the forward is the same either way.
+    Why: for 1-4 input channels (the first layer on silhouettes) oneDNN's weight gradient
+    collapses when the cores are oversubscribed (other jobs, data-loader workers): measured
+    1.96 s vs 0.28 s native for [8, 1, 30, 64, 44] -> 64 channels on a loaded 2-core machine.
+    On an idle machine oneDNN is ~2x faster for this op (0.06 s vs 0.12 s), about 1% of a
+    train step, so the native path is the robust choice. The forward is unchanged.
     """
 
     @staticmethod
@@ -357,9 +359,10 @@ class SeparateFCs(nn.Module):
 class _PartMatmul(torch.autograd.Function):
     """``y[:, :, k] = x[:, :, k] @ w[k]`` with every bmm operand contiguous.
 
-    Why: with x in [n, C, p] layout the per-part batch has stride 1, and the CPU bmm falls
-    to a path ~100x slower (1 s instead of 10 ms for 64 parts x 128 x 128, forward and
-    backward), which an einsum or a permuted view hits in both directions.
+    Why: with x in [n, C, p] layout the per-part batch has stride 1 and the CPU bmm takes a
+    per-matrix path: 2-3x slower on an idle machine and ~100x slower (1 s instead of 10 ms
+    for 64 parts x 128 x 128) on a loaded one; an einsum or a permuted view hits it in the
+    forward and again in the backward.
     """
 
     @staticmethod
