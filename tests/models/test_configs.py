@@ -135,3 +135,7 @@ def test_bad_stage_is_a_clear_error() -> None:
     net = GaitGL(3, [{"channels": 4}], input_size=(16, 12))
     with pytest.raises(ValueError, match="input_size"):
         net(torch.zeros(1, 1, 3, 8, 8))
+    with pytest.raises(ValueError, match="float x with 1 channel"):
+        net(torch.zeros(1, 1, 3, 16, 12, dtype=torch.uint8))
+    with pytest.raises(ValueError, match="lengths must lie"):
+        net(torch.zeros(2, 1, 3, 16, 12), torch.tensor([3, 4]))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import pytest
 import torch
 import torch.nn.functional as F
 
@@ -27,10 +28,12 @@ def _pair_draw(strategy: MaskStrategy, seed: int = 0):
     return draw
 
 
-def test_mask_branch_is_nonlinear_pair_of_shared_conv() -> None:
+@pytest.mark.parametrize("batched", [True, False])
+def test_mask_branch_is_nonlinear_pair_of_shared_conv(batched: bool) -> None:
     """F(X*Mp) + F(X*Mq) with F = LeakyReLU(conv); a linear F would collapse it to conv(X)."""
     torch.manual_seed(0)
     layer = GLCL(3, 4, local="mask", use_global=False)
+    layer.pair_batched = batched
     strategy = MaskStrategy("strip_v", 0.3)
     x = torch.randn(2, 3, 4, 8, 10)
     out = layer(x, None, strategy, _pair_draw(strategy))
@@ -43,6 +46,23 @@ def test_mask_branch_is_nonlinear_pair_of_shared_conv() -> None:
     # masks are dropped (then it equals F(X)).
     assert (out - conv(x)).abs().max() > 1e-2
     assert (out - F.leaky_relu(conv(x), NEG_SLOPE)).abs().max() > 1e-2
+
+
+def test_mask_pair_batched_and_separate_forms_agree() -> None:
+    torch.manual_seed(0)
+    layer = GLCL(3, 4, local="mask")
+    strategy = MaskStrategy("pixel", 0.3)
+    x = torch.randn(2, 3, 4, 8, 10)
+
+    def draw_pairs(n: int, h: int, w: int) -> torch.Tensor:  # two pairs, as eval_mode "mean"
+        gen = torch.Generator().manual_seed(0)
+        return torch.stack([strategy.draw(1, h, w, gen, torch.device("cpu")) for _ in range(2)])
+
+    outs = []
+    for batched in (True, False):
+        layer.pair_batched = batched
+        outs.append(layer(x, None, strategy, draw_pairs))
+    torch.testing.assert_close(outs[0], outs[1], rtol=1e-5, atol=1e-6)
 
 
 def test_glcl_types_a_and_b() -> None:

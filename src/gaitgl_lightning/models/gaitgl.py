@@ -150,6 +150,7 @@ class GaitGL(nn.Module):
         self.num_classes = int(num_classes)
         self.specs = [StageSpec.parse(s, i) for i, s in enumerate(stages)]
         self.input_size = (int(input_size[0]), int(input_size[1]))
+        self.in_channels = int(in_channels)
         self._mask_seed = 0
         self.mask_draws: torch.Tensor
         self.register_buffer("mask_draws", torch.zeros((), dtype=torch.int64))
@@ -285,6 +286,11 @@ class GaitGL(nn.Module):
     def _check_input(self, x: torch.Tensor, lengths: torch.Tensor | None) -> None:
         if x.dim() != 5:
             raise ValueError(f"GaitGL expects x of shape [n, 1, T, H, W], got {tuple(x.shape)}")
+        if x.shape[1] != self.in_channels or not x.is_floating_point():
+            raise ValueError(
+                f"GaitGL expects float x with {self.in_channels} channel(s), got {x.dtype} "
+                f"with {x.shape[1]} (silhouettes: sils.unsqueeze(1).float() / 255)"
+            )
         if tuple(x.shape[3:]) != self.input_size:
             raise ValueError(
                 f"GaitGL was built for input_size {self.input_size}, got frames of "

