@@ -11,6 +11,10 @@ from pathlib import Path
 
 __version__ = "0.1.0"
 
+from gaitgl_lightning import resolvers as _resolvers
+
+_resolvers.register()
+
 __all__ = ["__version__", "config_dir"]
 
 

@@ -1,0 +1,135 @@
+"""Batch samplers: the P x K training sampler and the evaluation shard sampler.
+
+The P x K sampler is a pure function of ``(seed, step)``: every DDP rank computes the same
+global batch without any collective and keeps its own disjoint slice, and a resumed run restarts
+the stream at its step. It yields ``(position, item_seed)`` pairs so that the frames drawn for an
+item do not depend on which data-loader worker loads it.
+"""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Iterator, Sequence
+from typing import Any
+
+import numpy as np
+from torch.utils.data import Sampler
+
+
+class PKBatchSampler(Sampler[list[tuple[int, int]]]):
+    """Infinite P x K batches: P distinct identities, K sequences each.
+
+    K sequences of an identity are drawn without replacement when it has at least K, with
+    replacement otherwise (as OpenGait's sampler). Rank ``r`` of ``world_size`` takes elements
+    ``r, r + world_size, ...`` of the shuffled global batch.
+    """
+
+    def __init__(
+        self,
+        labels: Sequence[int],
+        p: int,
+        k: int,
+        seed: int = 0,
+        rank: int = 0,
+        world_size: int = 1,
+        start_step: int = 0,
+        shuffle: bool = True,
+    ) -> None:
+        self.labels = np.asarray(labels, dtype=np.int64)
+        self.ids = np.unique(self.labels)
+        self.p, self.k = int(p), int(k)
+        self.seed, self.rank, self.world_size = int(seed), int(rank), int(world_size)
+        self.step = int(start_step)
+        self.shuffle = shuffle
+        check_pk(self.p, self.k, len(self.ids), self.world_size)
+        if not 0 <= self.rank < self.world_size:
+            raise ValueError(f"rank {rank} outside world size {world_size}")
+        self.by_id = {int(i): np.flatnonzero(self.labels == i) for i in self.ids}
+
+    def global_batch(self, step: int) -> list[tuple[int, int]]:
+        """The whole P x K batch of ``step`` as (position, item seed) pairs."""
+        rng = np.random.default_rng([self.seed, step])
+        chosen = rng.choice(self.ids, size=self.p, replace=False)
+        positions = []
+        for ident in chosen:
+            pool = self.by_id[int(ident)]
+            positions.append(rng.choice(pool, size=self.k, replace=len(pool) < self.k))
+        batch = np.concatenate(positions)
+        if self.shuffle:
+            batch = rng.permutation(batch)
+        seeds = rng.integers(0, 2**62, size=len(batch))
+        return [(int(b), int(s)) for b, s in zip(batch, seeds, strict=True)]
+
+    def __iter__(self) -> Iterator[list[tuple[int, int]]]:
+        while True:
+            batch = self.global_batch(self.step)
+            self.step += 1
+            yield batch[self.rank :: self.world_size]
+
+    def __len__(self) -> int:
+        # Infinite: training stops at Trainer(max_steps); Lightning needs a finite length.
+        return sys.maxsize // 2
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"seed": self.seed, "step": self.step, "p": self.p, "k": self.k}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        if (state.get("p"), state.get("k")) != (self.p, self.k):
+            raise ValueError(
+                f"sampler state is for P x K = {state.get('p')} x {state.get('k')}, "
+                f"this run uses {self.p} x {self.k}"
+            )
+        self.seed, self.step = int(state["seed"]), int(state["step"])
+
+
+def check_pk(p: int, k: int, num_ids: int, world_size: int) -> None:
+    """Fail before training, saying what to change, when P x K cannot be served."""
+    if p < 2 or k < 1:
+        raise ValueError(f"P x K = {p} x {k}: the triplet loss needs P >= 2 identities and K >= 1")
+    if p > num_ids:
+        raise ValueError(
+            f"P = {p} identities per batch, but the train partition has only {num_ids}: "
+            f"set dataset.P <= {num_ids}"
+        )
+    if (p * k) % world_size:
+        raise ValueError(
+            f"P x K = {p} x {k} = {p * k} is not divisible by the world size {world_size}: "
+            "choose P, K or the number of devices so that it is"
+        )
+
+
+class EvalShardSampler(Sampler[list[int]]):
+    """Evaluation batches for one rank: a disjoint share of the sequences, no duplicates.
+
+    Sequences are sorted by length and dealt round-robin to ranks (balanced work); each rank's
+    batches hold neighbours in length order, so zero-padding to the longest is small. A batch
+    is closed at ``batch_size`` sequences or ``max_frames`` padded frames.
+    """
+
+    def __init__(
+        self,
+        lengths: Sequence[int],
+        batch_size: int = 8,
+        rank: int = 0,
+        world_size: int = 1,
+        max_frames: int | None = None,
+    ) -> None:
+        order = np.argsort(-np.asarray(lengths, dtype=np.int64), kind="stable")
+        mine = order[rank::world_size]
+        self.batches: list[list[int]] = []
+        current: list[int] = []
+        for pos in mine:
+            longest = int(lengths[current[0]]) if current else int(lengths[pos])
+            too_many = max_frames is not None and longest * (len(current) + 1) > max_frames
+            if current and (len(current) >= batch_size or too_many):
+                self.batches.append(current)
+                current = []
+            current.append(int(pos))
+        if current:
+            self.batches.append(current)
+
+    def __iter__(self) -> Iterator[list[int]]:
+        return iter(self.batches)
+
+    def __len__(self) -> int:
+        return len(self.batches)

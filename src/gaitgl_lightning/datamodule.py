@@ -1,0 +1,212 @@
+"""``GaitDataModule``: from a packed store (built on first use) to P x K training batches and
+sharded evaluation batches.
+
+``prepare_data`` (one process per node) generates the synthetic set or converts ``source`` into
+the store; ``setup`` (every rank) opens the store, maps train identities to class ids, checks
+the configuration against it and builds the datasets. The train loader's batch sampler is
+rank-aware, so the Trainer must run with ``use_distributed_sampler=False``.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import lightning as L
+from torch.utils.data import DataLoader
+
+from gaitgl_lightning.data.datasets import EvalSequences, TrainClips, collate
+from gaitgl_lightning.data.formats import load_partition
+from gaitgl_lightning.data.meta import SequenceMeta
+from gaitgl_lightning.data.prepare import generate_store, is_complete, prepare_store
+from gaitgl_lightning.data.samplers import EvalShardSampler, PKBatchSampler, check_pk
+from gaitgl_lightning.data.store import PackedStore
+from gaitgl_lightning.data.synthetic import SyntheticGait
+
+log = logging.getLogger(__name__)
+
+
+class GaitDataModule(L.LightningDataModule):
+    """Data of one gait dataset.
+
+    Args:
+        name: dataset name (``synthetic``, ``casia_b``, ``oumvlp``, ``grew``, ``gait3d``, ...).
+        store: the packed store directory (built by ``prepare_data`` when missing).
+        num_classes: number of training identities; checked against the partition.
+        protocol: evaluation protocol, ``{"name": ..., **options}``.
+        P, K: identities per batch and sequences per identity (the global batch).
+        frames: frames per training clip; ``sample_type``: ``fixed_ordered`` / ``fixed_unordered``.
+        height: aligned frame height (64 paper, 128 Gait3D, 32 the synthetic default).
+        source: a raw PNG tree or OpenGait pickle tree to convert when the store is missing.
+        layout: layout of ``source`` (``auto`` detects).
+        partition: a partition JSON path or a shipped name; None uses the store's own.
+        size, synthetic: synthetic preset (``tiny`` / ``default``) and generator overrides.
+        seed: seed of the training stream (and of the synthetic set).
+    """
+
+    def __init__(
+        self,
+        name: str,
+        store: str,
+        num_classes: int,
+        protocol: Mapping[str, Any],
+        P: int,
+        K: int,
+        frames: int = 30,
+        sample_type: str = "fixed_ordered",
+        height: int = 64,
+        source: str | None = None,
+        layout: str = "auto",
+        partition: str | None = None,
+        size: str = "default",
+        synthetic: Mapping[str, Any] | None = None,
+        num_workers: int = 2,
+        eval_batch_size: int = 8,
+        eval_max_frames: int | None = None,
+        prepare_workers: int = 2,
+        seed: int = 0,
+    ) -> None:
+        super().__init__()
+        self.name, self.store_dir = str(name), Path(str(store))
+        self.num_classes = int(num_classes)
+        self._protocol = dict(protocol)
+        self.P, self.K = int(P), int(K)
+        self.frames, self.sample_type, self.height = int(frames), str(sample_type), int(height)
+        self.source, self.layout, self.partition_file = source, str(layout), partition
+        self.size, self.synthetic = str(size), dict(synthetic or {})
+        self.num_workers, self.prepare_workers = int(num_workers), int(prepare_workers)
+        self.eval_batch_size, self.eval_max_frames = int(eval_batch_size), eval_max_frames
+        self.seed = int(seed)
+        self.store: PackedStore | None = None
+        self.start_step = 0
+
+    # ------------------------------------------------------------------------- preparation
+    def prepare_data(self) -> None:
+        """Generate or convert the dataset into the store, once per node."""
+        if is_complete(self.store_dir):
+            return
+        if self.name == "synthetic":
+            gen = SyntheticGait.preset(self.size, seed=self.seed, **self.synthetic)
+            log.info(
+                "generating the synthetic gait set (%s, %d sequences) into %s",
+                self.size,
+                len(gen),
+                self.store_dir,
+            )
+            generate_store(gen, self.store_dir, self.height, self.prepare_workers)
+            return
+        if not self.source:
+            raise FileNotFoundError(
+                f"{self.store_dir}: no packed store for dataset {self.name!r}; give the raw data "
+                f"with dataset.source=<folder> (a PNG tree or OpenGait pickles), or point "
+                "dataset.store at a prepared store"
+            )
+        partition = load_partition(str(self.partition_file or self.name))
+        prepare_store(
+            str(self.source),
+            self.store_dir,
+            self.name,
+            partition,
+            self.layout,
+            self.height,
+            self.prepare_workers,
+        )
+
+    # ------------------------------------------------------------------------- set-up
+    def setup(self, stage: str | None = None) -> None:
+        """Open the store, derive labels and splits, and check the configuration against them."""
+        if self.store is not None:
+            return
+        store = PackedStore(self.store_dir)
+        partition = load_partition(self.partition_file) if self.partition_file else store.partition
+        present = {r.subject for r in store.records}
+        train_ids = sorted(set(partition["TRAIN_SET"]) & present)
+        test_ids = sorted(set(partition["TEST_SET"]) & present)
+        if not train_ids or not test_ids:
+            raise ValueError(
+                f"{self.store_dir}: the partition matches {len(train_ids)} train and "
+                f"{len(test_ids)} test subjects of the store; check dataset.partition"
+            )
+        if len(train_ids) != self.num_classes:
+            raise ValueError(
+                f"dataset {self.name}: num_classes={self.num_classes} but the train partition has "
+                f"{len(train_ids)} identities in {self.store_dir}; set dataset.num_classes="
+                f"{len(train_ids)}"
+            )
+        world = self.trainer.world_size if self.trainer is not None else 1
+        check_pk(self.P, self.K, len(train_ids), world)
+        label_of = {s: i for i, s in enumerate(train_ids)}
+        train_idx = store.select(train_ids)
+        self.train_dataset = TrainClips(
+            store,
+            train_idx,
+            [label_of[store.records[i].subject] for i in train_idx],
+            self.frames,
+            self.sample_type,
+        )
+        eval_idx = store.select(test_ids)
+        if "PROBE_SET" in partition:
+            self._protocol.setdefault("probe_set", partition["PROBE_SET"])
+        self.eval_dataset = EvalSequences(store, eval_idx, self.eval_max_frames)
+        self.eval_meta: SequenceMeta = store.meta(eval_idx)
+        self.store = store
+
+    @property
+    def protocol(self) -> dict[str, Any]:
+        return dict(self._protocol)
+
+    # ------------------------------------------------------------------------- loaders
+    def _rank_world(self) -> tuple[int, int]:
+        if self.trainer is None:
+            return 0, 1
+        return self.trainer.global_rank, self.trainer.world_size
+
+    def train_dataloader(self) -> DataLoader[Any]:
+        rank, world = self._rank_world()
+        step = self.trainer.global_step if self.trainer is not None else self.start_step
+        sampler = PKBatchSampler(
+            self.train_dataset.labels, self.P, self.K, self.seed, rank, world, start_step=step
+        )
+        return DataLoader(
+            self.train_dataset,
+            batch_sampler=sampler,
+            collate_fn=collate,
+            num_workers=self.num_workers,
+            persistent_workers=self.num_workers > 0,
+            pin_memory=False,
+        )
+
+    def _eval_loader(self) -> DataLoader[Any]:
+        rank, world = self._rank_world()
+        lengths = [self.eval_dataset.length(i) for i in range(len(self.eval_dataset))]
+        sampler = EvalShardSampler(lengths, self.eval_batch_size, rank, world)
+        return DataLoader(
+            self.eval_dataset,
+            batch_sampler=sampler,
+            collate_fn=collate,
+            num_workers=self.num_workers,
+        )
+
+    def val_dataloader(self) -> DataLoader[Any]:
+        return self._eval_loader()
+
+    def test_dataloader(self) -> DataLoader[Any]:
+        return self._eval_loader()
+
+    # ------------------------------------------------------------------------- checkpoint
+    def state_dict(self) -> dict[str, Any]:
+        """The sampler stream: its seed and P x K (the position is the trainer's global step)."""
+        return {"seed": self.seed, "P": self.P, "K": self.K}
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        if (state_dict.get("P"), state_dict.get("K")) != (self.P, self.K):
+            log.warning(
+                "resuming with P x K = %d x %d, the checkpoint was trained with %s x %s",
+                self.P,
+                self.K,
+                state_dict.get("P"),
+                state_dict.get("K"),
+            )
+        self.seed = int(state_dict.get("seed", self.seed))
