@@ -1,0 +1,206 @@
+"""``GaitGLModule``: the LightningModule that glues the network, the loss and the evaluation.
+
+It owns no architecture and no data logic: the network, the loss and the optimizer / scheduler
+factories are injected (Hydra builds them from ``conf/``), and the evaluation protocol is read
+from the data module's metadata. Everything that crosses ranks (embedding gathering, the
+non-finite-loss decision, the evaluation summary) runs on every rank, so nothing can hang.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable, Iterable, Mapping
+from typing import Any
+
+import lightning as L
+import torch
+from torch import nn
+
+from gaitgl_lightning import __version__
+from gaitgl_lightning.evaluation import evaluate, gather_by_index
+
+OptimizerFactory = Callable[[Iterable[nn.Parameter]], torch.optim.Optimizer]
+SchedulerFactory = Callable[[torch.optim.Optimizer], Any]
+
+
+class NonFiniteLossError(FloatingPointError):
+    """Training stopped on a NaN / inf loss (the last checkpoint written before it is kept)."""
+
+
+class GaitGLModule(L.LightningModule):
+    """Train GaitGL by iterations with the combined loss; evaluate a gait protocol.
+
+    Args:
+        net: the network, ``net(x, lengths) -> (embeddings [n, C, p], logits [n, K, p])``.
+        loss: ``loss(embeddings, logits, labels) -> (total, parts)``.
+        optimizer: factory taking the parameters (a Hydra ``_partial_``).
+        scheduler: factory taking the optimizer, stepped every iteration, or None.
+        protocol: the evaluation protocol, ``{"name": ..., **options}``; None reads the data
+            module's ``protocol`` at evaluation time.
+        seed: base seed of the mask stream; each rank adds its rank so ranks draw different masks.
+        run_config: the resolved run configuration, stored in every checkpoint.
+    """
+
+    def __init__(
+        self,
+        net: nn.Module,
+        loss: nn.Module,
+        optimizer: OptimizerFactory,
+        scheduler: SchedulerFactory | None = None,
+        protocol: Mapping[str, Any] | None = None,
+        seed: int = 0,
+        run_config: Mapping[str, Any] | None = None,
+    ) -> None:
+        super().__init__()
+        self.net = net
+        self.loss = loss
+        self.optimizer_factory = optimizer
+        self.scheduler_factory = scheduler
+        self.protocol = dict(protocol) if protocol is not None else None
+        self.seed = int(seed)
+        self.run_config = dict(run_config) if run_config is not None else None
+        self.last_result: Any = None  # the latest evaluation result (full object, every rank)
+        self._eval_embeddings: list[torch.Tensor] = []
+        self._eval_index: list[torch.Tensor] = []
+        self._step_clock: float | None = None
+
+    # ----------------------------------------------------------------------------- set-up
+    def setup(self, stage: str) -> None:
+        """Give every rank its own mask stream (``seed + rank``)."""
+        set_seed = getattr(self.net, "set_mask_seed", None)
+        if callable(set_seed):
+            set_seed(self.seed + self.global_rank)
+
+    def configure_optimizers(self) -> Any:
+        """Build the optimizer, and the scheduler stepped per iteration (milestones are steps)."""
+        optimizer = self.optimizer_factory(self.parameters())
+        if self.scheduler_factory is None:
+            return optimizer
+        scheduler = self.scheduler_factory(optimizer)
+        return {
+            "optimizer": optimizer,
+            "lr_scheduler": {"scheduler": scheduler, "interval": "step", "frequency": 1},
+        }
+
+    # ----------------------------------------------------------------------------- forward
+    @staticmethod
+    def to_input(sils: torch.Tensor) -> torch.Tensor:
+        """uint8 [n, T, H, W] silhouettes -> float [n, 1, T, H, W] in [0, 1], on their device."""
+        if sils.dtype == torch.uint8:
+            return sils.unsqueeze(1).float().div_(255.0)
+        return sils.unsqueeze(1).float()
+
+    def forward(self, sils: torch.Tensor, lengths: torch.Tensor | None = None) -> Any:
+        """Embed a batch of silhouette sequences (see ``to_input``)."""
+        return self.net(self.to_input(sils), lengths)
+
+    # ----------------------------------------------------------------------------- training
+    def training_step(self, batch: Mapping[str, torch.Tensor], batch_idx: int) -> torch.Tensor:
+        """One P x K step: forward, combined loss, logging; stop cleanly on a non-finite loss."""
+        lengths = batch.get("lengths")
+        full = lengths is None or bool((lengths == batch["sils"].shape[1]).all())
+        out = self(batch["sils"], None if full else lengths)
+        result = self.loss(out.embeddings, out.logits, batch["labels"])
+        self._check_finite(result.total, result.parts)
+        log = {f"train/{k}": v.float() for k, v in result.parts.items()}
+        log["train/loss"] = result.total.detach().float()
+        self.log_dict(log, on_step=True, on_epoch=False, batch_size=len(batch["labels"]))
+        self.log(
+            "train/lr",
+            self.trainer.optimizers[0].param_groups[0]["lr"],
+            on_step=True,
+            on_epoch=False,
+        )
+        self._log_throughput(len(batch["labels"]))
+        return result.total
+
+    def _check_finite(self, total: torch.Tensor, parts: Mapping[str, torch.Tensor]) -> None:
+        """Raise on every rank together when any rank's loss is NaN / inf."""
+        finite = bool(torch.isfinite(total.detach()).item())
+        if self.trainer.strategy.reduce_boolean_decision(finite, all=True):
+            return
+        terms = ", ".join(f"{k}={float(v):.4g}" for k, v in parts.items())
+        raise NonFiniteLossError(
+            f"non-finite loss at step {self.global_step} ({terms}). Training stopped; the "
+            "last checkpoint written before this step is kept. Try a lower learning rate, "
+            "precision=32, or check the input data."
+        )
+
+    def _log_throughput(self, local_batch: int) -> None:
+        """Sequences per second over the whole (global) batch, from the wall time per step."""
+        now = time.perf_counter()
+        if self._step_clock is not None:
+            elapsed = now - self._step_clock
+            if elapsed > 0:
+                seqs = local_batch * self.trainer.world_size
+                self.log("train/seq_per_s", seqs / elapsed, on_step=True, on_epoch=False)
+        self._step_clock = now
+
+    # ----------------------------------------------------------------------------- evaluation
+    def on_validation_epoch_start(self) -> None:
+        self._eval_embeddings.clear()
+        self._eval_index.clear()
+
+    def validation_step(self, batch: Mapping[str, torch.Tensor], batch_idx: int) -> None:
+        """Embed a padded batch of whole sequences; keep the embeddings with their indices."""
+        out = self(batch["sils"], batch["lengths"])
+        self._eval_embeddings.append(out.embeddings.detach().float())
+        self._eval_index.append(batch["index"].detach())
+
+    def test_step(self, batch: Mapping[str, torch.Tensor], batch_idx: int) -> None:
+        self.validation_step(batch, batch_idx)
+
+    def on_test_epoch_start(self) -> None:
+        self.on_validation_epoch_start()
+
+    def on_validation_epoch_end(self) -> None:
+        self._finish_evaluation("val")
+
+    def on_test_epoch_end(self) -> None:
+        self._finish_evaluation("test")
+
+    def _finish_evaluation(self, stage: str) -> None:
+        """Gather every rank's embeddings, evaluate once on rank 0, share the summary."""
+        embeddings, index = self._collected()
+        embeddings, index = gather_by_index(embeddings, index)
+        summary: dict[str, float] | None = None
+        if self.trainer.is_global_zero and not self.trainer.sanity_checking:
+            self.last_result = self._evaluate(embeddings.cpu(), index.cpu())
+            summary = {k: float(v) for k, v in self.last_result.summary().items()}
+        summary = self.trainer.strategy.broadcast(summary, src=0)
+        if summary is None:
+            return
+        self.log_dict(
+            {f"{stage}/{k}": v for k, v in summary.items() if math.isfinite(v)},
+            on_step=False,
+            on_epoch=True,
+        )
+
+    def _collected(self) -> tuple[torch.Tensor, torch.Tensor]:
+        if self._eval_embeddings:
+            return torch.cat(self._eval_embeddings), torch.cat(self._eval_index)
+        # A rank with no share of the evaluation set still joins the collectives.
+        shape = getattr(self, "_embedding_shape", None)
+        if shape is None:
+            raise RuntimeError("evaluation produced no embeddings on this rank")
+        return torch.empty((0, *shape), device=self.device), torch.empty(
+            0, dtype=torch.long, device=self.device
+        )
+
+    def _evaluate(self, embeddings: torch.Tensor, index: torch.Tensor) -> Any:
+        datamodule = self.trainer.datamodule
+        meta = datamodule.eval_meta
+        if len(index) != len(meta):
+            raise RuntimeError(
+                f"evaluation gathered {len(index)} sequences but the evaluation set has "
+                f"{len(meta)}: some ranks dropped or duplicated sequences"
+            )
+        protocol = dict(self.protocol if self.protocol is not None else datamodule.protocol)
+        name = protocol.pop("name")
+        return evaluate(name, embeddings, meta, **protocol)
+
+    # ----------------------------------------------------------------------------- checkpoint
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        """Store what is needed to know what produced the weights."""
+        checkpoint["gaitgl"] = {"version": __version__, "config": self.run_config}

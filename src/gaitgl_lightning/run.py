@@ -1,0 +1,213 @@
+"""The tasks behind the command line: ``train``, ``eval``, ``extract`` and ``prepare``.
+
+Each takes a composed Hydra config (a ``DictConfig``) and returns plain data, so that tests can
+call them with a config from Hydra's compose API without going through ``@hydra.main``.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import tempfile
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from typing import Any
+
+import lightning as L
+import torch
+from hydra.utils import instantiate
+from lightning.pytorch.utilities import rank_zero_only
+from omegaconf import DictConfig, OmegaConf
+
+from gaitgl_lightning import __version__
+from gaitgl_lightning.module import GaitGLModule
+
+log = logging.getLogger(__name__)
+
+
+# --------------------------------------------------------------------------------- helpers
+def atomic_write_json(path: Path, payload: Mapping[str, Any]) -> None:
+    """Write JSON through a temporary file and a rename: a reader never sees half a file."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w") as fh:
+            json.dump(payload, fh, indent=2, sort_keys=True, default=str)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def output_dir(cfg: DictConfig) -> Path:
+    """The run's output dir (Hydra's, or ``paths.output_dir`` when composed without a run)."""
+    return Path(str(cfg.paths.output_dir))
+
+
+def build_datamodule(cfg: DictConfig) -> L.LightningDataModule:
+    """Instantiate the data module of ``cfg.dataset``."""
+    return instantiate(cfg.dataset, _recursive_=False)
+
+
+def build_module(cfg: DictConfig) -> GaitGLModule:
+    """Instantiate network, loss and optimizer / scheduler factories into a ``GaitGLModule``."""
+    net = instantiate(cfg.model, num_classes=int(cfg.dataset.num_classes))
+    loss = instantiate(cfg.loss)
+    optimizer = instantiate(cfg.optimizer)
+    scheduler = instantiate(cfg.scheduler) if cfg.get("scheduler") else None
+    return GaitGLModule(
+        net=net,
+        loss=loss,
+        optimizer=optimizer,
+        scheduler=scheduler,
+        protocol=OmegaConf.to_container(cfg.dataset.protocol, resolve=True),
+        seed=int(cfg.seed),
+        run_config=OmegaConf.to_container(cfg, resolve=True),
+    )
+
+
+def build_trainer(cfg: DictConfig, **overrides: Any) -> L.Trainer:
+    """The Trainer with the configured callbacks and loggers."""
+    callbacks = [instantiate(c) for c in (cfg.get("callbacks") or {}).values() if c]
+    loggers = [instantiate(c) for c in (cfg.get("logger") or {}).values() if c]
+    kwargs: dict[str, Any] = {"callbacks": callbacks, "logger": loggers or False}
+    kwargs.update(overrides)
+    return instantiate(cfg.trainer, **kwargs)
+
+
+def close_loggers() -> None:
+    """End the W&B run of this job (multirun jobs share one process)."""
+    try:
+        import wandb
+    except ImportError:  # pragma: no cover - wandb is a dependency
+        return
+    if wandb.run is not None:
+        wandb.finish()
+
+
+def _resolve_ckpt(cfg: DictConfig) -> str | None:
+    """``ckpt_path``: ``last`` means this run dir's ``checkpoints/last.ckpt``."""
+    ckpt = cfg.get("ckpt_path")
+    if ckpt in (None, ""):
+        return None
+    if str(ckpt) == "last":
+        path = output_dir(cfg) / "checkpoints" / "last.ckpt"
+        if not path.is_file():
+            raise FileNotFoundError(
+                f"ckpt_path=last: no {path}; pass the run dir again with "
+                "hydra.run.dir=<the run to resume> or give ckpt_path=<file>"
+            )
+        return str(path)
+    if not Path(str(ckpt)).is_file():
+        raise FileNotFoundError(f"ckpt_path: no checkpoint file at {ckpt}")
+    return str(ckpt)
+
+
+# --------------------------------------------------------------------------------- tasks
+def train(cfg: DictConfig) -> dict[str, Any]:
+    """Fit by iterations, then evaluate the final and (optionally) the best checkpoint."""
+    L.seed_everything(int(cfg.seed), workers=True)
+    datamodule = build_datamodule(cfg)
+    module = build_module(cfg)
+    trainer = build_trainer(cfg)
+    _log_setup(cfg, trainer)
+    try:
+        trainer.fit(module, datamodule=datamodule, ckpt_path=_resolve_ckpt(cfg))
+        metrics: dict[str, Any] = {"version": __version__, "steps": trainer.global_step}
+        metrics["final"] = _evaluate(trainer, module, datamodule, ckpt_path=None)
+        best = _best_checkpoint(trainer)
+        if cfg.get("eval_best", True) and best:
+            metrics["best"] = _evaluate(trainer, module, datamodule, ckpt_path=best)
+            metrics["best"]["checkpoint"] = best
+        if cfg.get("baseline_gei", False):
+            metrics["baseline_gei"] = _gei_baseline(datamodule, module)
+        _write_metrics(cfg, metrics)
+        return metrics
+    finally:
+        close_loggers()
+
+
+def _best_checkpoint(trainer: L.Trainer) -> str | None:
+    callback = trainer.checkpoint_callback
+    path = getattr(callback, "best_model_path", "") if callback is not None else ""
+    return path or None
+
+
+def _evaluate(
+    trainer: L.Trainer, module: GaitGLModule, datamodule: Any, ckpt_path: str | None
+) -> dict[str, Any]:
+    """Run the evaluation loop once and return the protocol's full result as a dict."""
+    trainer.validate(module, datamodule=datamodule, ckpt_path=ckpt_path, verbose=False)
+    result = module.last_result
+    return result.to_dict() if result is not None else {}
+
+
+def _gei_baseline(datamodule: Any, module: GaitGLModule) -> dict[str, Any]:
+    """The gait-energy-image nearest-neighbour baseline on the same evaluation split."""
+    from gaitgl_lightning.data.gei import gei_embeddings
+    from gaitgl_lightning.evaluation import evaluate
+
+    embeddings = gei_embeddings(datamodule.eval_dataset)
+    protocol = dict(module.protocol or datamodule.protocol)
+    name = protocol.pop("name")
+    protocol["distance"] = "euc_flat"
+    return evaluate(name, embeddings, datamodule.eval_meta, **protocol).to_dict()
+
+
+@rank_zero_only
+def _write_metrics(cfg: DictConfig, metrics: Mapping[str, Any]) -> None:
+    path = output_dir(cfg) / "metrics.json"
+    atomic_write_json(path, metrics)
+    log.info("wrote %s", path)
+
+
+@rank_zero_only
+def _log_setup(cfg: DictConfig, trainer: L.Trainer) -> None:
+    """Say what is being run: world size, global and per-rank batch."""
+    p, k = int(cfg.dataset.get("P", 0)), int(cfg.dataset.get("K", 0))
+    world = trainer.world_size
+    log.info(
+        "gaitgl_lightning %s: %s on %s; world size %d, global batch P x K = %d x %d = %d, "
+        "per rank %s",
+        __version__,
+        cfg.get("name"),
+        output_dir(cfg),
+        world,
+        p,
+        k,
+        p * k,
+        (p * k) / world if world else "?",
+    )
+
+
+def evaluate_checkpoint(cfg: DictConfig) -> dict[str, Any]:
+    """``task=eval``: evaluate ``ckpt_path`` on the dataset's protocol."""
+    ckpt = _resolve_ckpt(cfg)
+    if ckpt is None:
+        raise ValueError("task=eval needs ckpt_path=<file> (or ckpt_path=last with its run dir)")
+    datamodule = build_datamodule(cfg)
+    module = build_module(cfg)
+    trainer = build_trainer(cfg, logger=False)
+    try:
+        metrics = {"version": __version__, "checkpoint": ckpt}
+        metrics["eval"] = _evaluate(trainer, module, datamodule, ckpt_path=ckpt)
+        _write_metrics(cfg, metrics)
+        return metrics
+    finally:
+        close_loggers()
+
+
+TASKS: dict[str, Callable[[DictConfig], Any]] = {
+    "train": train,
+    "eval": evaluate_checkpoint,
+}
+
+
+def run_task(cfg: DictConfig) -> Any:
+    """Dispatch on ``cfg.task``."""
+    task = str(cfg.get("task", "train"))
+    if task not in TASKS:
+        raise ValueError(f"task={task!r} is not one of {sorted(TASKS)}")
+    torch.set_float32_matmul_precision("high")
+    return TASKS[task](cfg)
