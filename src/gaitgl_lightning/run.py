@@ -17,6 +17,7 @@ from typing import Any
 import lightning as L
 import torch
 from hydra.utils import instantiate
+from lightning.pytorch.callbacks import ProgressBar
 from lightning.pytorch.utilities import rank_zero_only
 from omegaconf import DictConfig, OmegaConf
 
@@ -45,6 +46,14 @@ def output_dir(cfg: DictConfig) -> Path:
     return Path(str(cfg.paths.output_dir))
 
 
+def _as_dict(node: Any) -> dict[str, Any]:
+    """A resolved plain-dict copy of a config node (what checkpoints and loggers store)."""
+    container = OmegaConf.to_container(node, resolve=True)
+    if not isinstance(container, dict):
+        raise TypeError(f"expected a mapping config node, got {type(container).__name__}")
+    return {str(k): v for k, v in container.items()}
+
+
 def build_datamodule(cfg: DictConfig) -> L.LightningDataModule:
     """Instantiate the data module of ``cfg.dataset``."""
     return instantiate(cfg.dataset, _recursive_=False)
@@ -61,15 +70,17 @@ def build_module(cfg: DictConfig) -> GaitGLModule:
         loss=loss,
         optimizer=optimizer,
         scheduler=scheduler,
-        protocol=OmegaConf.to_container(cfg.dataset.protocol, resolve=True),
+        protocol=_as_dict(cfg.dataset.protocol),
         seed=int(cfg.seed),
-        run_config=OmegaConf.to_container(cfg, resolve=True),
+        run_config=_as_dict(cfg),
     )
 
 
 def build_trainer(cfg: DictConfig, **overrides: Any) -> L.Trainer:
     """The Trainer with the configured callbacks and loggers."""
     callbacks = [instantiate(c) for c in (cfg.get("callbacks") or {}).values() if c]
+    if not cfg.trainer.get("enable_progress_bar", True):
+        callbacks = [c for c in callbacks if not isinstance(c, ProgressBar)]
     loggers = [instantiate(c) for c in (cfg.get("logger") or {}).values() if c]
     kwargs: dict[str, Any] = {"callbacks": callbacks, "logger": loggers or False}
     kwargs.update(overrides)
@@ -190,7 +201,7 @@ def evaluate_checkpoint(cfg: DictConfig) -> dict[str, Any]:
     module = build_module(cfg)
     trainer = build_trainer(cfg, logger=False)
     try:
-        metrics = {"version": __version__, "checkpoint": ckpt}
+        metrics: dict[str, Any] = {"version": __version__, "checkpoint": ckpt}
         metrics["eval"] = _evaluate(trainer, module, datamodule, ckpt_path=ckpt)
         _write_metrics(cfg, metrics)
         return metrics

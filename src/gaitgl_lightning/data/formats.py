@@ -69,7 +69,12 @@ _ALLOWED_GLOBALS = {
     ("numpy.core.numeric", "_frombuffer"),
     ("numpy._core.numeric", "_frombuffer"),
     ("codecs", "encode"),  # protocol 2 pickles of arrays encode their bytes through it
+    ("_codecs", "encode"),
 }
+
+
+class _Refused(pickle.UnpicklingError):
+    """The pickle asked for a global that is not on the allow-list."""
 
 
 class _ArrayOnlyUnpickler(pickle.Unpickler):
@@ -78,9 +83,7 @@ class _ArrayOnlyUnpickler(pickle.Unpickler):
     def find_class(self, module: str, name: str) -> Any:
         if (module, name) in _ALLOWED_GLOBALS:
             return super().find_class(module, name)
-        raise pickle.UnpicklingError(
-            f"refusing to load {module}.{name}: only numpy arrays are accepted"
-        )
+        raise _Refused(f"refusing to load {module}.{name}: only numpy arrays are accepted")
 
 
 def read_pickle_array(
@@ -95,9 +98,17 @@ def read_pickle_array(
         raise DataFormatError(f"{path}: empty file (0 bytes)")
     try:
         array = _ArrayOnlyUnpickler(io.BytesIO(data)).load()
-    except pickle.UnpicklingError as err:
+    except _Refused as err:
         raise DataFormatError(f"{path}: rejected pickle ({err})") from err
-    except (EOFError, ValueError, TypeError, AttributeError, IndexError, KeyError) as err:
+    except (
+        pickle.UnpicklingError,
+        EOFError,
+        ValueError,
+        TypeError,
+        AttributeError,
+        IndexError,
+        KeyError,
+    ) as err:
         raise DataFormatError(
             f"{path}: truncated or corrupt pickle ({type(err).__name__}: {err})"
         ) from err

@@ -43,7 +43,7 @@ SIZES: dict[str, dict[str, object]] = {
     "default": {
         "subjects": 90,
         "train_subjects": 60,
-        "views": ("054", "072", "090", "108", "126"),
+        "views": ("018", "054", "090", "126", "162"),
         "types": SEQUENCE_TYPES,
         "frames": (28, 40),
     },
@@ -128,7 +128,7 @@ class SyntheticGait:
     seed: int = 0
     subjects: int = 90
     train_subjects: int = 60
-    views: tuple[str, ...] = ("054", "072", "090", "108", "126")
+    views: tuple[str, ...] = ("018", "054", "090", "126", "162")
     types: tuple[str, ...] = SEQUENCE_TYPES
     frames: tuple[int, int] = (28, 40)
     identity_spread: float = 1.0

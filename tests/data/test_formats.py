@@ -1,0 +1,96 @@
+"""Readers: every bad input gets a clear error that names the file."""
+
+from __future__ import annotations
+
+import os
+import pickle
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from gaitgl_lightning.data.formats import (
+    DataFormatError,
+    detect_layout,
+    load_partition,
+    read_pickle_array,
+    read_png,
+    walk,
+)
+
+
+def _pkl(path: Path, obj: object) -> Path:
+    path.write_bytes(pickle.dumps(obj))
+    return path
+
+
+def test_pickle_round_trip(tmp_path: Path) -> None:
+    arr = np.random.default_rng(0).integers(0, 255, (5, 64, 64), dtype=np.uint8)
+    for protocol in (2, 4, 5):
+        p = tmp_path / f"a{protocol}.pkl"
+        p.write_bytes(pickle.dumps(arr, protocol=protocol))
+        np.testing.assert_array_equal(read_pickle_array(p), arr)
+
+
+class _Payload:
+    def __reduce__(self) -> tuple[object, tuple[str]]:
+        return (os.system, ("echo pwned",))
+
+
+@pytest.mark.parametrize(
+    ("content", "message"),
+    [
+        (b"", "empty file"),
+        (pickle.dumps(np.zeros((3, 64, 64), np.uint8))[:40], "truncated or corrupt"),
+        (pickle.dumps(_Payload()), "refusing to load"),
+        (pickle.dumps(np.zeros((3, 64, 64), np.float32)), "expected uint8"),
+        (pickle.dumps(np.zeros((64, 64), np.uint8)), "expected uint8 \\[T, H, W\\]"),
+        (pickle.dumps(np.zeros((0, 64, 64), np.uint8)), "empty sequence"),
+        (pickle.dumps({"a": 1}), "expected a numpy array"),
+    ],
+)
+def test_bad_pickles_are_rejected_with_the_file_name(
+    tmp_path: Path, content: bytes, message: str
+) -> None:
+    p = tmp_path / "bad.pkl"
+    p.write_bytes(content)
+    with pytest.raises(DataFormatError, match=message) as err:
+        read_pickle_array(p)
+    assert str(p) in str(err.value)
+
+
+def test_truncated_png_names_the_file(tmp_path: Path) -> None:
+    p = tmp_path / "f.png"
+    Image.fromarray(np.full((64, 64), 255, np.uint8)).save(p)
+    p.write_bytes(p.read_bytes()[:50])
+    with pytest.raises(DataFormatError, match="unreadable PNG") as err:
+        read_png(p)
+    assert str(p) in str(err.value)
+
+
+def test_missing_level_is_reported(tmp_path: Path) -> None:
+    (tmp_path / "001" / "nm-01").mkdir(parents=True)  # no <view> level
+    with pytest.raises(DataFormatError, match="no <view> folders"):
+        list(walk(tmp_path, "casia_b"))
+
+
+def test_layouts_are_detected(tmp_path: Path) -> None:
+    (tmp_path / "ou" / "Silhouette_000-00" / "00001").mkdir(parents=True)
+    (tmp_path / "grew" / "train" / "00001" / "s1").mkdir(parents=True)
+    (tmp_path / "pk" / "001" / "nm-01" / "090").mkdir(parents=True)
+    _pkl(tmp_path / "pk" / "001" / "nm-01" / "090" / "090.pkl", np.zeros((2, 64, 64), np.uint8))
+    assert detect_layout(tmp_path / "ou") == "oumvlp"
+    assert detect_layout(tmp_path / "grew") == "grew"
+    assert detect_layout(tmp_path / "pk") == "pkl"
+    (src,) = walk(tmp_path / "ou")
+    assert (src.subject, src.type, src.view) == ("00001", "00", "000")
+
+
+def test_shipped_partitions() -> None:
+    casia = load_partition("casia_b")
+    assert len(casia["TRAIN_SET"]) == 74 and len(casia["TEST_SET"]) == 50
+    ou = load_partition("oumvlp")
+    assert (len(ou["TRAIN_SET"]), len(ou["TEST_SET"])) == (5153, 5154)
+    with pytest.raises(DataFormatError, match="not found"):
+        load_partition("no-such-partition")

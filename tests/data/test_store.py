@@ -1,0 +1,109 @@
+"""The packed store returns exactly what was written; interrupted builds resume."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from gaitgl_lightning.data import prepare as prepare_mod
+from gaitgl_lightning.data.prepare import generate_store, prepare_store, write_png_tree
+from gaitgl_lightning.data.store import PackedStore, StoreError, StoreWriter
+from gaitgl_lightning.data.synthetic import SyntheticGait
+
+
+def _tiny(**kw: object) -> SyntheticGait:
+    return SyntheticGait(
+        seed=3,
+        subjects=4,
+        train_subjects=2,
+        views=("000", "090"),
+        types=("nm-01", "cl-01"),
+        frames=(6, 9),
+        **kw,  # type: ignore[arg-type]
+    )
+
+
+def test_round_trip_is_exact(tmp_path: Path) -> None:
+    rng = np.random.default_rng(0)
+    seqs = {
+        ("1", "a", "0"): rng.integers(0, 256, (3, 8, 8), dtype=np.uint8),
+        ("2", "b", "9"): rng.integers(0, 256, (5, 8, 8), dtype=np.uint8),
+    }
+    w = StoreWriter(tmp_path / "s", 8, 8)
+    for key, frames in seqs.items():
+        w.append(*key, frames)
+    w.finish("x", {"TRAIN_SET": ["1"], "TEST_SET": ["2"]})
+    store = PackedStore(tmp_path / "s")
+    for i, r in enumerate(store.records):
+        np.testing.assert_array_equal(store.sequence(i), seqs[r.key])
+    assert store.meta().subjects.tolist() == ["1", "2"]
+
+
+def test_wrong_shape_and_empty_sequences_are_refused(tmp_path: Path) -> None:
+    w = StoreWriter(tmp_path / "s", 8, 8)
+    with pytest.raises(StoreError, match="uint8 \\[T, 8, 8\\]"):
+        w.append("1", "a", "0", np.zeros((2, 8, 9), np.uint8))
+    with pytest.raises(StoreError, match="empty sequence"):
+        w.append("1", "a", "0", np.zeros((0, 8, 8), np.uint8))
+
+
+def test_damaged_store_is_detected(tmp_path: Path) -> None:
+    generate_store(_tiny(), tmp_path / "s", 16, workers=1)
+    frames = tmp_path / "s" / "frames.u8"
+    frames.write_bytes(frames.read_bytes()[:-10])
+    with pytest.raises(StoreError, match="damaged"):
+        PackedStore(tmp_path / "s")
+
+
+def test_interrupted_prepare_resumes_without_redoing(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    gen = _tiny()
+    raw = write_png_tree(gen, tmp_path / "raw")
+    partition = gen.partition()
+    calls: list[tuple[str, str, str]] = []
+    real = prepare_mod._align_source
+
+    def flaky(args):  # type: ignore[no-untyped-def]
+        calls.append(args[0].key)
+        if len(calls) == 5:
+            raise KeyboardInterrupt  # the user pressed Ctrl-C in the middle
+        return real(args)
+
+    monkeypatch.setattr(prepare_mod, "_align_source", flaky)
+    with pytest.raises(KeyboardInterrupt):
+        prepare_store(raw, tmp_path / "store", "synthetic", partition, height=16, workers=1)
+    assert not (tmp_path / "store" / "index.json").exists()
+    with pytest.raises(StoreError, match="interrupted build"):
+        PackedStore(tmp_path / "store")
+    calls.clear()
+    monkeypatch.setattr(prepare_mod, "_align_source", real)
+    calls_after: list[tuple[str, str, str]] = []
+
+    def counting(args):  # type: ignore[no-untyped-def]
+        calls_after.append(args[0].key)
+        return real(args)
+
+    monkeypatch.setattr(prepare_mod, "_align_source", counting)
+    prepare_store(raw, tmp_path / "store", "synthetic", partition, height=16, workers=1)
+    assert len(calls_after) == len(gen) - 4  # the 4 finished sequences were not redone
+    resumed = PackedStore(tmp_path / "store")
+    generate_store(gen, tmp_path / "direct", 16, workers=1)
+    direct = PackedStore(tmp_path / "direct")
+    assert [r.key for r in resumed.records] == [r.key for r in direct.records]
+    for i in range(len(direct)):
+        np.testing.assert_array_equal(resumed.sequence(i), direct.sequence(i))
+
+
+def test_synthetic_is_deterministic_and_seed_dependent() -> None:
+    a, b, c = _tiny(), _tiny(), SyntheticGait(seed=4, subjects=4, train_subjects=2)
+    np.testing.assert_array_equal(
+        a.sequence("001", "nm-01", "090"), b.sequence("001", "nm-01", "090")
+    )
+    assert not np.array_equal(
+        a.sequence("001", "nm-01", "090")[:5], c.sequence("001", "nm-01", "090")[:5]
+    )
+    frames = a.sequence("002", "cl-01", "000")
+    assert frames.dtype == np.uint8 and set(np.unique(frames)) <= {0, 255}
