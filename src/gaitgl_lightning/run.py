@@ -125,6 +125,7 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     _log_setup(cfg, trainer)
     try:
         trainer.fit(module, datamodule=datamodule, ckpt_path=_resolve_ckpt(cfg))
+        _save_last(trainer)
         metrics: dict[str, Any] = {"version": __version__, "steps": trainer.global_step}
         metrics["final"] = _evaluate(trainer, module, datamodule, ckpt_path=None)
         best = _best_checkpoint(trainer)
@@ -137,6 +138,15 @@ def train(cfg: DictConfig) -> dict[str, Any]:
         return metrics
     finally:
         close_loggers()
+
+
+def _save_last(trainer: L.Trainer) -> None:
+    """Write ``last.ckpt`` at the final step (Lightning does not validate, so does not save,
+    when the last step falls on the evaluation interval). Runs on every rank; rank 0 writes."""
+    callback = trainer.checkpoint_callback
+    dirpath = getattr(callback, "dirpath", None)
+    if callback is not None and dirpath and getattr(callback, "save_last", False):
+        trainer.save_checkpoint(Path(dirpath) / "last.ckpt")
 
 
 def _best_checkpoint(trainer: L.Trainer) -> str | None:
