@@ -69,7 +69,7 @@ class GaitDataModule(L.LightningDataModule):
         seed: int = 0,
     ) -> None:
         super().__init__()
-        self.name, self.store_dir = str(name), Path(str(store))
+        self.dataset_name, self.store_dir = str(name), Path(str(store))
         self.num_classes = int(num_classes)
         self._protocol = dict(protocol)
         self.P, self.K = int(P), int(K)
@@ -87,7 +87,7 @@ class GaitDataModule(L.LightningDataModule):
         """Generate or convert the dataset into the store, once per node."""
         if is_complete(self.store_dir):
             return
-        if self.name == "synthetic":
+        if self.dataset_name == "synthetic":
             gen = SyntheticGait.preset(self.size, seed=self.seed, **self.synthetic)
             log.info(
                 "generating the synthetic gait set (%s, %d sequences) into %s",
@@ -99,15 +99,15 @@ class GaitDataModule(L.LightningDataModule):
             return
         if not self.source:
             raise FileNotFoundError(
-                f"{self.store_dir}: no packed store for dataset {self.name!r}; give the raw data "
+                f"{self.store_dir}: no packed store for dataset {self.dataset_name!r}; give the raw data "
                 f"with dataset.source=<folder> (a PNG tree or OpenGait pickles), or point "
                 "dataset.store at a prepared store"
             )
-        partition = load_partition(str(self.partition_file or self.name))
+        partition = load_partition(str(self.partition_file or self.dataset_name))
         prepare_store(
             str(self.source),
             self.store_dir,
-            self.name,
+            self.dataset_name,
             partition,
             self.layout,
             self.height,
@@ -131,7 +131,7 @@ class GaitDataModule(L.LightningDataModule):
             )
         if len(train_ids) != self.num_classes:
             raise ValueError(
-                f"dataset {self.name}: num_classes={self.num_classes} but the train partition has "
+                f"dataset {self.dataset_name}: num_classes={self.num_classes} but the train partition has "
                 f"{len(train_ids)} identities in {self.store_dir}; set dataset.num_classes="
                 f"{len(train_ids)}"
             )

@@ -191,7 +191,9 @@ class GaitGLModule(L.LightningModule):
     def _evaluate(self, embeddings: torch.Tensor, index: torch.Tensor) -> Any:
         datamodule: Any = getattr(self.trainer, "datamodule", None)
         if datamodule is None:
-            raise RuntimeError("evaluation needs the GaitDataModule (pass datamodule= to the Trainer call)")
+            raise RuntimeError(
+                "evaluation needs the GaitDataModule (pass datamodule= to the Trainer call)"
+            )
         meta = datamodule.eval_meta
         if len(index) != len(meta):
             raise RuntimeError(
