@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 import lightning as L
+import numpy as np
 import torch
 from hydra.utils import instantiate
 from lightning.pytorch.callbacks import ProgressBar
@@ -22,6 +23,7 @@ from lightning.pytorch.utilities import rank_zero_only
 from omegaconf import DictConfig, OmegaConf
 
 from gaitgl_lightning import __version__
+from gaitgl_lightning.datamodule import GaitDataModule
 from gaitgl_lightning.module import GaitGLModule
 
 log = logging.getLogger(__name__)
@@ -54,7 +56,7 @@ def _as_dict(node: Any) -> dict[str, Any]:
     return {str(k): v for k, v in container.items()}
 
 
-def build_datamodule(cfg: DictConfig) -> L.LightningDataModule:
+def build_datamodule(cfg: DictConfig) -> GaitDataModule:
     """Instantiate the data module of ``cfg.dataset``."""
     return instantiate(cfg.dataset, _recursive_=False)
 
@@ -159,9 +161,22 @@ def _evaluate(
     trainer: L.Trainer, module: GaitGLModule, datamodule: Any, ckpt_path: str | None
 ) -> dict[str, Any]:
     """Run the evaluation loop once and return the protocol's full result as a dict."""
+    module.last_result = None
     trainer.validate(module, datamodule=datamodule, ckpt_path=ckpt_path, verbose=False)
     result = module.last_result
-    return result.to_dict() if result is not None else {}
+    if result is not None:
+        return dict(result.to_dict())
+    # ddp_spawn evaluated in child processes: only the logged numbers come back.
+    logged = {
+        k.removeprefix("val/"): float(v)
+        for k, v in trainer.callback_metrics.items()
+        if k.startswith("val/")
+    }
+    return (
+        {"summary": logged, "note": "summary only (evaluated in spawned processes)"}
+        if logged
+        else {}
+    )
 
 
 def _gei_baseline(datamodule: Any, module: GaitGLModule) -> dict[str, Any]:
@@ -219,9 +234,72 @@ def evaluate_checkpoint(cfg: DictConfig) -> dict[str, Any]:
         close_loggers()
 
 
+def prepare(cfg: DictConfig) -> dict[str, Any]:
+    """``task=prepare``: build the dataset's packed store from ``dataset.source`` (resumable)."""
+    datamodule = build_datamodule(cfg)
+    datamodule.prepare_data()
+    datamodule.setup("fit")
+    store = datamodule.store
+    assert store is not None  # setup() opened it
+    info = {
+        "store": str(datamodule.store_dir),
+        "sequences": len(store),
+        "skipped": store.skipped,
+        "train_ids": datamodule.num_classes,
+        "eval_sequences": len(datamodule.eval_meta),
+    }
+    log.info("prepared %s", info)
+    return info
+
+
+def extract(cfg: DictConfig) -> dict[str, Any]:
+    """``task=extract``: embed ``extract.input`` (a folder of PNG silhouettes) with the network of
+    ``ckpt_path``; rank against ``extract.gallery`` when given. Writes ``embeddings.npz``."""
+    from gaitgl_lightning.extract import embed_folders, rank_against, save_npz, sequence_folders
+
+    ckpt = _resolve_ckpt(cfg)
+    if ckpt is None:
+        raise ValueError("task=extract needs ckpt_path=<a trained checkpoint>")
+    options: DictConfig = cfg.get("extract") or OmegaConf.create({})
+    if not options.get("input"):
+        raise ValueError("task=extract needs extract.input=<folder of silhouette PNGs>")
+    state = torch.load(ckpt, map_location="cpu", weights_only=False)
+    run_cfg = OmegaConf.create(state.get("gaitgl", {}).get("config") or OmegaConf.to_container(cfg))
+    net = instantiate(run_cfg.model, num_classes=int(run_cfg.dataset.num_classes))
+    net.load_state_dict({k[4:]: v for k, v in state["state_dict"].items() if k.startswith("net.")})
+    height = int(run_cfg.dataset.height)
+    folders = sequence_folders(Path(str(options.input)))
+    embeddings = embed_folders(net, folders, height)
+    arrays: dict[str, Any] = {
+        "embeddings": embeddings.numpy(),
+        "names": np.asarray([str(f) for f in folders]),
+    }
+    result: dict[str, Any] = {"sequences": len(folders)}
+    if options.get("gallery"):
+        gallery_folders = sequence_folders(Path(str(options.gallery)))
+        gallery = embed_folders(net, gallery_folders, height)
+        index, dist = rank_against(embeddings, gallery, int(options.get("top", 5)))
+        arrays.update(
+            gallery_names=np.asarray([str(f) for f in gallery_folders]),
+            rank_index=index,
+            rank_distance=dist,
+        )
+        result["ranking"] = {
+            str(f): [str(gallery_folders[j]) for j in row]
+            for f, row in zip(folders, index, strict=True)
+        }
+    path = output_dir(cfg) / "embeddings.npz"
+    save_npz(path, **arrays)
+    result["file"] = str(path)
+    log.info("wrote %s (%d sequences)", path, len(folders))
+    return result
+
+
 TASKS: dict[str, Callable[[DictConfig], Any]] = {
     "train": train,
     "eval": evaluate_checkpoint,
+    "prepare": prepare,
+    "extract": extract,
 }
 
 
