@@ -51,6 +51,7 @@ def run_cli(
     args: Sequence[str], root: Path, timeout: int = 600
 ) -> subprocess.CompletedProcess[str]:
     """Run ``python -m gaitgl_lightning`` in a subprocess (DDP and multirun need a real CLI)."""
+    root.mkdir(parents=True, exist_ok=True)
     env = {**os.environ, "GAITGL_ROOT": str(root), "WANDB_MODE": "offline", "PYTHONUNBUFFERED": "1"}
     return subprocess.run(
         [sys.executable, "-m", "gaitgl_lightning", *args],
