@@ -201,9 +201,12 @@ class PackedStore:
         """The memory map, opened lazily (so the store pickles cheaply into worker processes)."""
         if self._frames is None:
             total = sum(r.length for r in self.records)
-            self._frames = np.memmap(
+            mapped = np.memmap(
                 self._path, dtype=np.uint8, mode="r", shape=(total, self.height, self.width)
             )
+            # A plain ndarray view of the map: slicing a np.memmap subclass costs several
+            # microseconds of bookkeeping per read, a plain view does not.
+            self._frames = mapped.view(np.ndarray)
         return self._frames
 
     def __getstate__(self) -> dict[str, Any]:

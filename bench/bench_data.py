@@ -1,0 +1,111 @@
+"""Data benchmark: random sequence reads from the packed store vs OpenGait pickles, and the
+train loader's batches per second.
+
+Baseline, measured in the same run: the same sequences as an OpenGait pickle tree
+(``<id>/<type>/<view>/<view>.pkl``) read with the package's restricted unpickler, one file per
+sequence, as OpenGait's dataset does. Target: >= 10x more sequences per second from the store.
+The loader part reports CASIA-B-sized batches (P x K = 8 x 16, 30 frames, 64x44) per second for
+0, 1 and 2 worker processes, to compare with a GPU step of the ``gaitgl`` network.
+
+Usage: python bench/bench_data.py [--sequences 400]
+"""
+
+from __future__ import annotations
+
+import argparse
+import pickle
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+from gaitgl_lightning.data.datasets import TrainClips, collate
+from gaitgl_lightning.data.formats import read_pickle_array
+from gaitgl_lightning.data.samplers import PKBatchSampler
+from gaitgl_lightning.data.store import PackedStore, StoreWriter
+
+
+def build(root: Path, n: int, rng: np.random.Generator) -> tuple[list[Path], PackedStore]:
+    writer = StoreWriter(root / "store", 64, 64)
+    paths = []
+    for i in range(n):
+        subject, seq_type, view = (
+            f"{i // 20:03d}",
+            f"nm-{i % 10 + 1:02d}",
+            f"{(i // 10) % 2 * 90:03d}",
+        )
+        frames = (rng.random((int(rng.integers(60, 100)), 64, 64)) > 0.8).astype(np.uint8) * 255
+        folder = root / "pkl" / subject / seq_type / view
+        folder.mkdir(parents=True, exist_ok=True)
+        path = folder / f"{view}.pkl"
+        path.write_bytes(pickle.dumps(frames, protocol=4))
+        paths.append(path)
+        writer.append(subject, seq_type, view, frames)
+    subjects = sorted({f"{i // 20:03d}" for i in range(n)})
+    writer.finish("bench", {"TRAIN_SET": subjects, "TEST_SET": []})
+    return paths, PackedStore(root / "store")
+
+
+def reads_per_second(read, count: int, order: np.ndarray) -> float:  # type: ignore[no-untyped-def]
+    start = time.perf_counter()
+    total = 0
+    for i in order[:count]:
+        total += int(
+            np.array(read(int(i)), copy=True)[:, 32, 32].sum()
+        )  # a full copy of every frame
+    return count / (time.perf_counter() - start)
+
+
+def loader_rate(store: PackedStore, workers: int, batches: int) -> float:
+    from torch.utils.data import DataLoader
+
+    labels = [int(r.subject) for r in store.records]
+    dataset = TrainClips(store, range(len(store)), labels, frames=30)
+    sampler = PKBatchSampler(labels, p=8, k=16, seed=0)
+    loader = DataLoader(
+        dataset,
+        batch_sampler=sampler,
+        collate_fn=collate,
+        num_workers=workers,
+        persistent_workers=workers > 0,
+    )
+    it = iter(loader)
+    next(it)  # start-up (worker spawn) is not counted
+    start = time.perf_counter()
+    for _ in range(batches):
+        batch = next(it)
+    assert batch["sils"].shape == (128, 30, 64, 44)
+    return batches / (time.perf_counter() - start)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--sequences", type=int, default=400)
+    parser.add_argument("--reads", type=int, default=2000)
+    args = parser.parse_args()
+    rng = np.random.default_rng(0)
+    with tempfile.TemporaryDirectory() as tmp:
+        paths, store = build(Path(tmp), args.sequences, rng)
+        order = rng.integers(0, args.sequences, args.reads)
+        pkl = reads_per_second(lambda i: read_pickle_array(paths[i]), args.reads, order)
+        packed = reads_per_second(store.sequence, args.reads, order)
+        print(f"random sequence reads ({args.sequences} sequences of 60-99 frames, 64x64):")
+        print(f"  OpenGait pickles (restricted unpickler): {pkl:10.0f} seq/s")
+        print(f"  packed store (memory map):               {packed:10.0f} seq/s")
+        print(f"  ratio store / pickles: {packed / pkl:.1f}x (whole sequences)")
+        pkl_clip = reads_per_second(lambda i: read_pickle_array(paths[i])[10:40], args.reads, order)
+        packed_clip = reads_per_second(lambda i: store.sequence(i)[10:40], args.reads, order)
+        print("random 30-frame clip reads (what a training step reads):")
+        print(
+            f"  OpenGait pickles: {pkl_clip:10.0f} clips/s   packed store: {packed_clip:10.0f} clips/s"
+        )
+        print(f"  ratio store / pickles: {packed_clip / pkl_clip:.1f}x (target >= 10x)")
+        print("train loader, P x K = 8 x 16, 30 frames, 64x44 (uint8):")
+        for workers in (0, 1, 2):
+            rate = loader_rate(store, workers, 20)
+            print(f"  {workers} workers: {rate:6.1f} batches/s ({rate * 128:7.0f} seq/s)")
+
+
+if __name__ == "__main__":
+    main()
