@@ -69,3 +69,13 @@ def test_mask_override_reaches_the_model(tmp_path: Path) -> None:
     cfg = compose_config(["mask=part_h", "mask.ratio=0.3"], tmp_path)
     net = instantiate(cfg.model, num_classes=int(cfg.dataset.num_classes))
     assert net.mask_strategy.strategy == "part_h" and net.mask_strategy.ratio == 0.3
+
+
+def test_deviation_from_the_recipe_is_reported(tmp_path: Path) -> None:
+    from gaitgl_lightning.run import recipe_deviations
+
+    assert recipe_deviations(compose_config(["+experiment=casia_b"], tmp_path)) == []
+    changed = compose_config(
+        ["+experiment=casia_b", "dataset.K=8", "trainer.max_steps=1000"], tmp_path
+    )
+    assert recipe_deviations(changed) == ["K=8 (recipe 16)", "max_steps=1000 (recipe 80000)"]

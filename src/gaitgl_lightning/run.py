@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import re
 import tempfile
 from collections.abc import Callable, Mapping
 from pathlib import Path
@@ -129,10 +130,22 @@ def train(cfg: DictConfig) -> dict[str, Any]:
         trainer.fit(module, datamodule=datamodule, ckpt_path=_resolve_ckpt(cfg))
         _save_last(trainer)
         metrics: dict[str, Any] = {"version": __version__, "steps": trainer.global_step}
-        metrics["final"] = _evaluate(trainer, module, datamodule, ckpt_path=None)
+        # The evaluation at the last step already scored these weights: reuse it rather than
+        # run the whole evaluation set through the network again (the same on every rank).
+        at_end = module.evaluated_at == trainer.global_step
+        if at_end and module.last_result is not None:
+            log.info("final evaluation: the step-%d evaluation (same weights)", trainer.global_step)
+            metrics["final"] = dict(module.last_result.to_dict())
+        elif at_end and not trainer.is_global_zero:
+            metrics["final"] = {}  # rank 0 holds the result and writes metrics.json
+        else:
+            metrics["final"] = _evaluate(trainer, module, datamodule, ckpt_path=None)
         best = _best_checkpoint(trainer)
         if cfg.get("eval_best", True) and best:
-            metrics["best"] = _evaluate(trainer, module, datamodule, ckpt_path=best)
+            if at_end and _checkpoint_step(best) == trainer.global_step:
+                metrics["best"] = dict(metrics["final"])  # the best is the final checkpoint
+            else:
+                metrics["best"] = _evaluate(trainer, module, datamodule, ckpt_path=best)
             metrics["best"]["checkpoint"] = best
         if cfg.get("baseline_gei", False):
             metrics["baseline_gei"] = _gei_baseline(datamodule, module)
@@ -155,6 +168,13 @@ def _best_checkpoint(trainer: L.Trainer) -> str | None:
     callback = trainer.checkpoint_callback
     path = getattr(callback, "best_model_path", "") if callback is not None else ""
     return path or None
+
+
+def _checkpoint_step(path: str) -> int | None:
+    """The step in a checkpoint name of the ``step{step:06d}-...`` form (None for another form,
+    which then costs one more evaluation rather than a wrong reuse)."""
+    match = re.match(r"step(\d+)-", Path(path).name)
+    return int(match.group(1)) if match else None
 
 
 def _evaluate(
@@ -184,6 +204,7 @@ def _gei_baseline(datamodule: Any, module: GaitGLModule) -> dict[str, Any]:
     from gaitgl_lightning.data.gei import gei_embeddings
     from gaitgl_lightning.evaluation import evaluate
 
+    datamodule.setup("validate")  # no-op unless fit ran in spawned processes (ddp_spawn)
     embeddings = gei_embeddings(datamodule.eval_dataset)
     protocol = dict(module.protocol or datamodule.protocol)
     name = protocol.pop("name")
@@ -196,6 +217,19 @@ def _write_metrics(cfg: DictConfig, metrics: Mapping[str, Any]) -> None:
     path = output_dir(cfg) / "metrics.json"
     atomic_write_json(path, metrics)
     log.info("wrote %s", path)
+
+
+def recipe_deviations(cfg: DictConfig) -> list[str]:
+    """How this run differs from its preset's reference recipe (P, K, iterations)."""
+    reference = cfg.get("reference")
+    if not reference:
+        return []
+    actual = {"P": cfg.dataset.P, "K": cfg.dataset.K, "max_steps": cfg.trainer.max_steps}
+    return [
+        f"{key}={actual[key]} (recipe {value})"
+        for key, value in reference.items()
+        if key in actual and actual[key] != value
+    ]
 
 
 @rank_zero_only
@@ -215,6 +249,13 @@ def _log_setup(cfg: DictConfig, trainer: L.Trainer) -> None:
         p * k,
         (p * k) / world if world else "?",
     )
+    deviations = recipe_deviations(cfg)
+    if deviations:
+        log.warning(
+            "this run deviates from the preset's reference recipe: %s; reported numbers are "
+            "not comparable with the paper's",
+            ", ".join(deviations),
+        )
 
 
 def evaluate_checkpoint(cfg: DictConfig) -> dict[str, Any]:
