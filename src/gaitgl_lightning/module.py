@@ -60,7 +60,10 @@ class GaitGLModule(L.LightningModule):
         self.protocol = dict(protocol) if protocol is not None else None
         self.seed = int(seed)
         self.run_config = dict(run_config) if run_config is not None else None
-        self.last_result: Any = None  # the latest evaluation result (full object, every rank)
+        self.last_result: Any = None  # the latest evaluation result (full object, rank 0 only)
+        # The global step of the latest evaluation, on every rank (so that every rank takes the
+        # same decision on whether the end of `train` must evaluate again).
+        self.evaluated_at: int | None = None
         self._eval_embeddings: list[torch.Tensor] = []
         self._eval_index: list[torch.Tensor] = []
         self._step_clock: float | None = None
@@ -171,6 +174,7 @@ class GaitGLModule(L.LightningModule):
         summary = self.trainer.strategy.broadcast(summary, src=0)
         if summary is None:
             return
+        self.evaluated_at = int(self.global_step)
         self.log_dict(
             {f"{stage}/{k}": v for k, v in summary.items() if math.isfinite(v)},
             on_step=False,
