@@ -107,3 +107,26 @@ def test_synthetic_is_deterministic_and_seed_dependent() -> None:
     )
     frames = a.sequence("002", "cl-01", "000")
     assert frames.dtype == np.uint8 and set(np.unique(frames)) <= {0, 255}
+
+
+@pytest.mark.parametrize("layout", ["casia_b", "oumvlp", "gait3d", "grew", "pkl"])
+def test_every_emitted_layout_converts_into_a_store(tmp_path: Path, layout: str) -> None:
+    gen = _tiny()
+    raw = write_png_tree(gen, tmp_path / "raw", layout)
+    report = prepare_store(
+        raw,
+        tmp_path / "store",
+        layout,
+        {"TRAIN_SET": [], "TEST_SET": []},
+        layout=layout,
+        height=64,
+        workers=1,
+    )
+    store = PackedStore(tmp_path / "store")
+    assert len(store) == len(gen)
+    assert not report.sequences
+    if layout == "grew":
+        assert {r.type for r in store.records} == {"00", "01", "02", "03"}
+        assert any(r.subject.endswith("train") for r in store.records)
+    if layout == "oumvlp":
+        assert {r.view for r in store.records} == {"000", "090"}
