@@ -9,8 +9,6 @@ PNGs must already be binary or grey silhouettes (white person on black).
 from __future__ import annotations
 
 import io
-import os
-import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -20,6 +18,7 @@ from torch import nn
 
 from gaitgl_lightning.data.formats import DataFormatError, read_png
 from gaitgl_lightning.data.pretreatment import SkipReport, align_sequence, side_cut
+from gaitgl_lightning.data.store import atomic_write_bytes
 
 
 def sequence_folders(root: Path) -> list[Path]:
@@ -59,18 +58,10 @@ def embed_folders(net: nn.Module, folders: list[Path], height: int) -> torch.Ten
 
 
 def save_npz(path: Path, **arrays: Any) -> None:
-    """``np.savez`` through a temporary file and a rename."""
-    path.parent.mkdir(parents=True, exist_ok=True)
+    """``np.savez`` written atomically (temporary file, then rename)."""
     buffer = io.BytesIO()
     np.savez(buffer, **arrays)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(buffer.getvalue())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    atomic_write_bytes(path, buffer.getvalue())
 
 
 def rank_against(

@@ -8,9 +8,7 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import re
-import tempfile
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
@@ -24,6 +22,7 @@ from lightning.pytorch.utilities import rank_zero_only
 from omegaconf import DictConfig, OmegaConf
 
 from gaitgl_lightning import __version__
+from gaitgl_lightning.data.store import atomic_write_text
 from gaitgl_lightning.datamodule import GaitDataModule
 from gaitgl_lightning.module import GaitGLModule
 
@@ -32,16 +31,8 @@ log = logging.getLogger(__name__)
 
 # --------------------------------------------------------------------------------- helpers
 def atomic_write_json(path: Path, payload: Mapping[str, Any]) -> None:
-    """Write JSON through a temporary file and a rename: a reader never sees half a file."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w") as fh:
-            json.dump(payload, fh, indent=2, sort_keys=True, default=str)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    """Write JSON atomically (temporary file, then rename)."""
+    atomic_write_text(path, json.dumps(payload, indent=2, sort_keys=True, default=str))
 
 
 def output_dir(cfg: DictConfig) -> Path:
