@@ -23,6 +23,7 @@ from torch import Tensor
 
 DISTANCES: tuple[str, ...] = ("euc_parts", "euc_flat", "cos")
 DEFAULT_CHUNK_SIZE = 1024
+_BUILD_ROWS = 4096  # gallery rows converted at a time when preparing a flat gallery
 
 
 def check_distance(name: str) -> str:
@@ -63,21 +64,38 @@ class GalleryCache:
     proportional to the gallery for each chunk.
     """
 
-    def __init__(self, gallery: Tensor, distance: str) -> None:
+    def __init__(self, gallery: Tensor, distance: str, rows: Tensor | None = None) -> None:
         self.distance = check_distance(distance)
         gallery = as_parts(gallery, "gallery")
-        self.size = gallery.shape[0]
+        if rows is not None:
+            rows = rows.to(gallery.device)
+        self.size = gallery.shape[0] if rows is None else rows.shape[0]
         self.device = gallery.device
+        num, chans, parts = self.size, gallery.shape[1], gallery.shape[2]
+        # Built one part at a time: a whole-gallery float32 copy per step would multiply the
+        # peak memory of a large gallery several times over.
         if distance == "euc_flat":
-            flat = gallery.reshape(gallery.shape[0], -1).float()
-            self.mat = flat.t().contiguous()  # [D, G]
-            self.sq = (flat * flat).sum(1)  # [G]
-        else:
-            parts = _part_major(gallery)  # [p, G, C]
+            self.mat = torch.empty(chans * parts, num, dtype=torch.float32, device=self.device)
+            self.sq = torch.zeros(num, dtype=torch.float32, device=self.device)
+            for start in range(0, num, _BUILD_ROWS):
+                block = (
+                    gallery[start : start + _BUILD_ROWS]
+                    if rows is None
+                    else gallery[rows[start : start + _BUILD_ROWS]]
+                )
+                flat = block.reshape(block.shape[0], -1).float()
+                self.mat[:, start : start + block.shape[0]] = flat.t()
+                self.sq[start : start + block.shape[0]] = (flat * flat).sum(1)
+            return
+        self.mat = torch.empty(parts, chans, num, dtype=torch.float32, device=self.device)
+        self.sq = torch.empty(parts, num, dtype=torch.float32, device=self.device)
+        for k in range(parts):
+            col = gallery[:, :, k] if rows is None else gallery[rows, :, k]
+            part = col.float()  # [G, C]
             if distance == "cos":
-                parts = torch.nn.functional.normalize(parts, p=2, dim=2)
-            self.mat = parts.transpose(1, 2).contiguous()  # [p, C, G]
-            self.sq = (parts * parts).sum(2)  # [p, G]
+                part = torch.nn.functional.normalize(part, p=2, dim=1)
+            self.mat[k] = part.t()
+            self.sq[k] = (part * part).sum(1)
 
 
 def distance_to_gallery(probe: Tensor, cache: GalleryCache) -> Tensor:
@@ -120,18 +138,30 @@ def distance_to_gallery(probe: Tensor, cache: GalleryCache) -> Tensor:
 
 
 def iter_distance_chunks(
-    probe: Tensor, gallery: Tensor, distance: str, chunk_size: int = DEFAULT_CHUNK_SIZE
+    probe: Tensor,
+    gallery: Tensor,
+    distance: str,
+    chunk_size: int = DEFAULT_CHUNK_SIZE,
+    gallery_rows: Tensor | None = None,
+    probe_rows: Tensor | None = None,
 ) -> Iterator[tuple[int, Tensor]]:
     """Yield ``(start, distances [chunk, G])`` over consecutive blocks of probes.
 
     This is the single place protocols get distances from, so every protocol is chunked.
+    ``gallery_rows`` / ``probe_rows`` select (and order) rows of ``gallery`` / ``probe`` without
+    copying the whole tensor: protocols pass the full embedding matrix and their row indices.
     """
     if chunk_size < 1:
         raise ValueError(f"chunk_size must be >= 1, got {chunk_size}")
     probe = as_parts(probe, "probe")
-    cache = GalleryCache(gallery, distance)
-    for start in range(0, probe.shape[0], chunk_size):
-        yield start, distance_to_gallery(probe[start : start + chunk_size], cache)
+    cache = GalleryCache(gallery, distance, gallery_rows)
+    total = probe.shape[0] if probe_rows is None else probe_rows.shape[0]
+    for start in range(0, total, chunk_size):
+        if probe_rows is None:
+            block = probe[start : start + chunk_size]
+        else:
+            block = probe[probe_rows[start : start + chunk_size].to(probe.device)]
+        yield start, distance_to_gallery(block, cache)
 
 
 def pairwise_distance(

@@ -140,22 +140,29 @@ def cross_view_hits(
     views: Sequence[str],
     distance: str,
     chunk_size: int,
+    probe_index: np.ndarray | None = None,
+    gallery_index: np.ndarray | None = None,
 ) -> np.ndarray:
     """Rank-1 hit of every probe against the gallery of each view: bool ``[P, len(views)]``.
 
     The gallery is reordered by view (stable, so gallery order is kept inside a view) and the
     nearest gallery sequence of each view is found with ``argmin`` (first minimum on ties).
+    With ``probe_index`` / ``gallery_index``, ``probe`` / ``gallery`` are the full embedding
+    matrix and the indices pick the rows (no copy of the sets); the label columns are per row
+    of the selection.
     """
     pcodes, gcodes = encode_labels(probe_subjects, gallery_subjects)
     vcode = {v: i for i, v in enumerate(views)}
     gv = np.asarray([vcode[v] for v in np.asarray(gallery_views).astype(str)], dtype=np.int64)
     order = np.argsort(gv, kind="stable")
     bounds = np.searchsorted(gv[order], np.arange(len(views) + 1))
-    g_sorted = gallery[torch.as_tensor(order)]
     glab = gcodes[torch.as_tensor(order)].to(gallery.device)
     plab = pcodes.to(gallery.device)
-    hits = np.zeros((probe.shape[0], len(views)), dtype=bool)
-    for start, d in iter_distance_chunks(probe, g_sorted, distance, chunk_size):
+    grows = torch.as_tensor(order if gallery_index is None else np.asarray(gallery_index)[order])
+    prows = None if probe_index is None else torch.as_tensor(np.asarray(probe_index))
+    hits = np.zeros((len(probe_subjects), len(views)), dtype=bool)
+    chunks = iter_distance_chunks(probe, gallery, distance, chunk_size, grows, prows)
+    for start, d in chunks:
         n = d.shape[0]
         lab = plab[start : start + n]
         for v in range(len(views)):
@@ -250,14 +257,16 @@ def casia_b(
     pidx, gidx = _split(name, meta, gallery_types, all_probe_types)
     views = _cross_view_setup(name, emb, meta, pidx, gidx, include_identical_view)
     hits = cross_view_hits(
-        emb[torch.as_tensor(pidx)],
-        emb[torch.as_tensor(gidx)],
+        emb,
+        emb,
         meta.subjects[pidx],
         meta.subjects[gidx],
         meta.views[gidx],
         views,
         distance,
         chunk_size,
+        probe_index=pidx,
+        gallery_index=gidx,
     )
     ptypes = _lower(meta.types[pidx])
     pviews = meta.views[pidx].astype(str)
@@ -324,14 +333,16 @@ def oumvlp(
     pidx, gidx = _split(name, meta, gallery_types, probe_types)
     views = _cross_view_setup(name, emb, meta, pidx, gidx, include_identical_view)
     hits = cross_view_hits(
-        emb[torch.as_tensor(pidx)],
-        emb[torch.as_tensor(gidx)],
+        emb,
+        emb,
         meta.subjects[pidx],
         meta.subjects[gidx],
         meta.views[gidx],
         views,
         distance,
         chunk_size,
+        probe_index=pidx,
+        gallery_index=gidx,
     )
     # valid[i, v]: the subject of probe i has at least one gallery sequence in view v.
     pcodes, gcodes = (c.numpy() for c in encode_labels(meta.subjects[pidx], meta.subjects[gidx]))
@@ -401,10 +412,13 @@ def retrieval_scores(
     *,
     with_map: bool,
     top_n: int = 0,
+    probe_index: np.ndarray | None = None,
+    gallery_index: np.ndarray | None = None,
 ) -> dict[str, np.ndarray]:
     """Per-probe first-match rank, AP, INP and (optionally) the ``top_n`` gallery rows.
 
-    One chunked pass; nothing of size probes x gallery is ever held.
+    One chunked pass; nothing of size probes x gallery is ever held. The indices work as in
+    ``cross_view_hits``; ``top`` holds positions within the gallery selection.
     """
     pcodes, gcodes = encode_labels(probe_subjects, gallery_subjects)
     plab, glab = pcodes.to(gallery.device), gcodes.to(gallery.device)
@@ -412,7 +426,9 @@ def retrieval_scores(
     aps: list[Tensor] = []
     inps: list[Tensor] = []
     tops: list[Tensor] = []
-    for start, d in iter_distance_chunks(probe, gallery, distance, chunk_size):
+    grows = None if gallery_index is None else torch.as_tensor(np.asarray(gallery_index))
+    prows = None if probe_index is None else torch.as_tensor(np.asarray(probe_index))
+    for start, d in iter_distance_chunks(probe, gallery, distance, chunk_size, grows, prows):
         lab = plab[start : start + d.shape[0]]
         first.append(first_match_rank(d, lab, glab).cpu())
         if with_map:
@@ -510,12 +526,14 @@ def grew(
     emb = _check_inputs(name, embeddings, meta)
     pidx, gidx = _split(name, meta, gallery_types, probe_types)
     scores = retrieval_scores(
-        emb[torch.as_tensor(pidx)],
-        emb[torch.as_tensor(gidx)],
+        emb,
+        emb,
         meta.subjects[pidx],
         meta.subjects[gidx],
         distance,
         chunk_size,
+        probe_index=pidx,
+        gallery_index=gidx,
         with_map=False,
         top_n=keep_top,
     )
@@ -575,12 +593,14 @@ def gait3d(
         raise ValueError(f"{name}: empty gallery: every sequence is a probe")
     pidx, gidx = np.flatnonzero(pmask), np.flatnonzero(~pmask)
     scores = retrieval_scores(
-        emb[torch.as_tensor(pidx)],
-        emb[torch.as_tensor(gidx)],
+        emb,
+        emb,
         meta.subjects[pidx],
         meta.subjects[gidx],
         distance,
         chunk_size,
+        probe_index=pidx,
+        gallery_index=gidx,
         with_map=True,
     )
     return _retrieval_result(
@@ -624,12 +644,14 @@ def generic(
     emb = _check_inputs(name, embeddings, meta)
     pidx, gidx = _split(name, meta, gallery_types, probe_types)
     scores = retrieval_scores(
-        emb[torch.as_tensor(pidx)],
-        emb[torch.as_tensor(gidx)],
+        emb,
+        emb,
         meta.subjects[pidx],
         meta.subjects[gidx],
         distance,
         chunk_size,
+        probe_index=pidx,
+        gallery_index=gidx,
         with_map=True,
     )
     variant = "all views, unmatched probes " + ("skipped" if skip_unmatched else "count as misses")

@@ -13,7 +13,6 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
-import torch
 from torch import Tensor
 
 from gaitgl_lightning.data.meta import SequenceMeta
@@ -54,12 +53,14 @@ def grew_top_ids(
     emb = _check_inputs("grew submission", embeddings, meta)
     pidx, gidx = _split("grew submission", meta, gallery_types, probe_types)
     scores = retrieval_scores(
-        emb[torch.as_tensor(pidx)],
-        emb[torch.as_tensor(gidx)],
+        emb,
+        emb,
         meta.subjects[pidx],
         meta.subjects[gidx],
         distance,
         chunk_size,
+        probe_index=pidx,
+        gallery_index=gidx,
         with_map=False,
         top_n=top,
     )
