@@ -90,3 +90,18 @@ def test_json_table_and_figures(tmp_path: Path) -> None:
     curve = plot_rank_curve([gen, gen2], tmp_path / "curve.png")
     assert curve.stat().st_size > 1000
     assert save_json(gen, tmp_path / "g.json").exists()
+
+
+@pytest.mark.parametrize("protocol", ["casia_b", "generic"])
+def test_result_round_trips_through_json(protocol: str) -> None:
+    """A run's metrics.json entry rebuilds the result, so figures can be drawn after the run."""
+    from gaitgl_lightning.evaluation import EvalResult
+
+    emb, meta = make_casia(subjects=3, views=("000", "090", "180"), seed=15)
+    res = evaluate(protocol, emb, meta)
+    back = EvalResult.from_dict(json.loads(json.dumps(res.to_dict())))
+    assert back.to_dict() == res.to_dict()
+    for name, table in res.view_tables.items():
+        np.testing.assert_array_equal(back.view_tables[name].acc, table.acc)  # NaN where no probe
+    with pytest.raises(ValueError, match="not an evaluation result"):
+        EvalResult.from_dict({"protocol": "casia_b"})

@@ -74,8 +74,12 @@ def save_json(result: EvalResult, path: str | os.PathLike[str]) -> Path:
     return out
 
 
-def _save_figure(fig: Any, path: Path) -> Path:
+def save_figure(fig: Any, path: str | os.PathLike[str]) -> Path:
+    """Save a matplotlib figure as an image, atomically (temporary file, then rename), and close
+    it; return the path. Every figure of the package goes through here."""
     import matplotlib.pyplot as plt
+
+    path = Path(path)
 
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.stem}.", suffix=path.suffix)
@@ -125,7 +129,7 @@ def plot_view_heatmaps(result: EvalResult, path: str | os.PathLike[str]) -> Path
     if image is not None:
         fig.colorbar(image, ax=axes[0].tolist(), shrink=0.8, label="rank-1 (%)")
     fig.suptitle(f"{result.protocol} ({result.variant}; distance {result.distance})")
-    return _save_figure(fig, Path(path))
+    return save_figure(fig, Path(path))
 
 
 def plot_rank_curve(
@@ -151,7 +155,7 @@ def plot_rank_curve(
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
     ax.set_title("rank-k curve")
-    return _save_figure(fig, Path(path))
+    return save_figure(fig, Path(path))
 
 
 def write_report(

@@ -39,6 +39,23 @@ class ViewTable:
             "mean": _json_float(self.mean),
         }
 
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> ViewTable:
+        """Inverse of ``to_dict`` (``None`` back to NaN)."""
+        acc = [[math.nan if v is None else float(v) for v in row] for row in data["acc"]]
+        return cls(
+            probe_views=[str(v) for v in data["probe_views"]],
+            gallery_views=[str(v) for v in data["gallery_views"]],
+            acc=np.asarray(acc, dtype=np.float64).reshape(
+                len(data["probe_views"]), len(data["gallery_views"])
+            ),
+            per_probe_view={
+                str(k): math.nan if v is None else float(v)
+                for k, v in data["per_probe_view"].items()
+            },
+            mean=math.nan if data["mean"] is None else float(data["mean"]),
+        )
+
 
 def _json_float(v: float) -> float | None:
     v = float(v)
@@ -101,6 +118,33 @@ class EvalResult:
                 name: {k: float(v) for k, v in m.items()} for name, m in self.alt_metrics.items()
             },
         }
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> EvalResult:
+        """Rebuild a result from ``to_dict`` output (e.g. a run's ``metrics.json`` entry), so
+        that the report figures can be drawn after the run. Submission ids are not restored."""
+        try:
+            return cls(
+                protocol=str(data["protocol"]),
+                variant=str(data.get("variant", "")),
+                distance=str(data.get("distance", "")),
+                metrics={str(k): float(v) for k, v in data["summary"].items()},
+                options=dict(data.get("options") or {}),
+                counts={str(k): int(v) for k, v in (data.get("counts") or {}).items()},
+                view_tables={
+                    str(k): ViewTable.from_dict(t)
+                    for k, t in (data.get("view_tables") or {}).items()
+                },
+                cmc={int(k): float(v) for k, v in (data.get("cmc") or {}).items()},
+                alt_metrics={
+                    str(n): {str(k): float(v) for k, v in m.items()}
+                    for n, m in (data.get("other_variants") or {}).items()
+                },
+            )
+        except (KeyError, TypeError, ValueError) as err:
+            raise ValueError(
+                f"not an evaluation result dict ({type(err).__name__}: {err})"
+            ) from err
 
     def table(self) -> Any:
         """A ``rich.table.Table`` of the summary (see ``report`` for the cross-view tables)."""
