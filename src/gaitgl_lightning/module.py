@@ -67,6 +67,10 @@ class GaitGLModule(L.LightningModule):
         self._eval_embeddings: list[torch.Tensor] = []
         self._eval_index: list[torch.Tensor] = []
         self._step_clock: float | None = None
+        # Logged-metric prefix of the next evaluations (None: the stage, ``val`` / ``test``).
+        # ``train`` sets ``best`` while re-scoring the best checkpoint, so that its numbers do
+        # not enter the ``val/*`` curve at the last step as if the final weights had scored them.
+        self.eval_prefix: str | None = None
 
     # ----------------------------------------------------------------------------- set-up
     def setup(self, stage: str) -> None:
@@ -74,6 +78,13 @@ class GaitGLModule(L.LightningModule):
         set_seed = getattr(self.net, "set_mask_seed", None)
         if callable(set_seed):
             set_seed(self.seed + self.global_rank)
+
+    def on_fit_start(self) -> None:
+        """Give every logger the resolved run config (W&B config, the CSV logger's hparams.yaml),
+        so that runs can be compared by their settings from the logs alone."""
+        if self.run_config is not None:
+            for logger in self.loggers:
+                logger.log_hyperparams(self.run_config)
 
     def configure_optimizers(self) -> Any:
         """Build the optimizer, and the scheduler stepped per iteration (milestones are steps)."""
@@ -176,7 +187,7 @@ class GaitGLModule(L.LightningModule):
             return
         self.evaluated_at = int(self.global_step)
         self.log_dict(
-            {f"{stage}/{k}": v for k, v in summary.items() if math.isfinite(v)},
+            {f"{self.eval_prefix or stage}/{k}": v for k, v in summary.items() if math.isfinite(v)},
             on_step=False,
             on_epoch=True,
         )

@@ -136,7 +136,9 @@ def train(cfg: DictConfig) -> dict[str, Any]:
             if at_end and _checkpoint_step(best) == trainer.global_step:
                 metrics["best"] = dict(metrics["final"])  # the best is the final checkpoint
             else:
-                metrics["best"] = _evaluate(trainer, module, datamodule, ckpt_path=best)
+                metrics["best"] = _evaluate(
+                    trainer, module, datamodule, ckpt_path=best, prefix="best"
+                )
             metrics["best"]["checkpoint"] = best
         if cfg.get("baseline_gei", False):
             metrics["baseline_gei"] = _gei_baseline(datamodule, module)
@@ -169,19 +171,28 @@ def _checkpoint_step(path: str) -> int | None:
 
 
 def _evaluate(
-    trainer: L.Trainer, module: GaitGLModule, datamodule: Any, ckpt_path: str | None
+    trainer: L.Trainer,
+    module: GaitGLModule,
+    datamodule: Any,
+    ckpt_path: str | None,
+    prefix: str = "val",
 ) -> dict[str, Any]:
-    """Run the evaluation loop once and return the protocol's full result as a dict."""
+    """Run the evaluation loop once and return the protocol's full result as a dict; the
+    loggers get its summary as ``<prefix>/*``."""
     module.last_result = None
-    trainer.validate(module, datamodule=datamodule, ckpt_path=ckpt_path, verbose=False)
+    module.eval_prefix = prefix
+    try:
+        trainer.validate(module, datamodule=datamodule, ckpt_path=ckpt_path, verbose=False)
+    finally:
+        module.eval_prefix = None
     result = module.last_result
     if result is not None:
         return dict(result.to_dict())
     # ddp_spawn evaluated in child processes: only the logged numbers come back.
     logged = {
-        k.removeprefix("val/"): float(v)
+        k.removeprefix(f"{prefix}/"): float(v)
         for k, v in trainer.callback_metrics.items()
-        if k.startswith("val/")
+        if k.startswith(f"{prefix}/")
     }
     return (
         {"summary": logged, "note": "summary only (evaluated in spawned processes)"}
@@ -287,6 +298,7 @@ def prepare(cfg: DictConfig) -> dict[str, Any]:
 def extract(cfg: DictConfig) -> dict[str, Any]:
     """``task=extract``: embed ``extract.input`` (a folder of PNG silhouettes) with the network of
     ``ckpt_path``; rank against ``extract.gallery`` when given. Writes ``embeddings.npz``."""
+    from gaitgl_lightning.checkpoint import load_network
     from gaitgl_lightning.extract import embed_folders, rank_against, save_npz, sequence_folders
 
     ckpt = _resolve_ckpt(cfg)
@@ -295,10 +307,8 @@ def extract(cfg: DictConfig) -> dict[str, Any]:
     options: DictConfig = cfg.get("extract") or OmegaConf.create({})
     if not options.get("input"):
         raise ValueError("task=extract needs extract.input=<folder of silhouette PNGs>")
-    state = torch.load(ckpt, map_location="cpu", weights_only=False)
-    run_cfg = OmegaConf.create(state.get("gaitgl", {}).get("config") or OmegaConf.to_container(cfg))
-    net = instantiate(run_cfg.model, num_classes=int(run_cfg.dataset.num_classes))
-    net.load_state_dict({k[4:]: v for k, v in state["state_dict"].items() if k.startswith("net.")})
+    loaded = load_network(ckpt, fallback_config=cfg)
+    net, run_cfg = loaded.net, loaded.config
     height = int(run_cfg.dataset.height)
     folders = sequence_folders(Path(str(options.input)))
     embeddings = embed_folders(net, folders, height)
