@@ -1,0 +1,226 @@
+"""The figures of a run and of a sweep, from the tables that ``history`` and ``runs`` build.
+
+Every function takes a DataFrame (or arrays), draws one figure and saves it as an image through
+``evaluation.report.save_figure`` (atomic write), returning the path, so that a notebook shows
+it and a test can check it. Colours of the conditions follow the paper's Fig. 4: NM red, BG
+purple, CL cyan, their mean blue.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from gaitgl_lightning.evaluation.report import save_figure
+
+CONDITION_COLOURS = {"NM": "tab:red", "BG": "tab:purple", "CL": "tab:cyan", "mean": "tab:blue"}
+
+#: Panels of the training-curve figure: title, columns (any present are drawn), y label, log y.
+TRAINING_PANELS: tuple[tuple[str, tuple[str, ...], str, bool], ...] = (
+    ("losses", ("train/loss", "train/triplet", "train/ce"), "loss", False),
+    ("triplets with non-zero loss", ("train/triplet_nonzero",), "count per part", False),
+    ("mean anchor-positive/negative distance", ("train/mean_dist",), "distance", False),
+    ("cross-entropy accuracy", ("train/ce_acc",), "accuracy", False),
+    ("learning rate", ("train/lr",), "lr", True),
+    ("throughput", ("train/seq_per_s",), "sequences / s", False),
+)
+
+
+def _pyplot() -> Any:
+    import matplotlib
+
+    matplotlib.use("Agg", force=False)  # keeps an interactive backend a notebook already chose
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def smooth(values: pd.Series, window: int | None = None) -> pd.Series:
+    """Centred rolling mean (window: 1/20 of the points, at least 1) for noisy per-step curves."""
+    window = window or max(1, len(values) // 20)
+    return values.rolling(window, center=True, min_periods=1).mean()
+
+
+def plot_training_curves(history: pd.DataFrame, path: str | os.PathLike[str]) -> Path:
+    """Every training term against the step: losses, non-zero triplets, lr, throughput.
+
+    Raw values are drawn faint and a rolling mean over them, since per-step losses are noisy.
+    """
+    panels = [(t, [c for c in cols if c in history], y, log) for t, cols, y, log in TRAINING_PANELS]
+    panels = [p for p in panels if p[1]]
+    if not panels:
+        raise ValueError(f"{history.attrs.get('source', 'history')}: no train/* columns to plot")
+    plt = _pyplot()
+    ncols = 3 if len(panels) > 4 else 2
+    nrows = -(-len(panels) // ncols)
+    fig, axes = plt.subplots(nrows, ncols, figsize=(4.6 * ncols, 3.2 * nrows), squeeze=False)
+    for ax, (title, cols, ylabel, log) in zip(axes.flat, panels, strict=False):
+        for col in cols:
+            values = history[col].dropna()
+            line = ax.plot(values.index, values.to_numpy(), alpha=0.3, linewidth=0.8)[0]
+            if len(values) > 2:
+                ax.plot(values.index, smooth(values), color=line.get_color(), label=col)
+            else:
+                line.set_label(col)
+        ax.set(title=title, xlabel="step", ylabel=ylabel)
+        if log:
+            ax.set_yscale("log")
+        ax.grid(alpha=0.3)
+        if len(cols) > 1:
+            ax.legend(fontsize=8)
+    for ax in axes.flat[len(panels) :]:
+        ax.set_visible(False)
+    fig.suptitle(f"training: {_source_name(history)}", fontsize=10)
+    fig.tight_layout()
+    return save_figure(fig, path)
+
+
+def _source_name(history: pd.DataFrame) -> str:
+    """The run dir's name of a history (above ``csv/`` and ``wandb/<run>/``)."""
+    source = history.attrs.get("source")
+    if not source:
+        return "run"
+    for part in (Path(source), *Path(source).parents):
+        if part.name not in ("csv", "wandb", "metrics.csv") and "run-" not in part.name:
+            return part.name
+    return str(source)
+
+
+def condition_columns(columns: Sequence[str], prefix: str = "val") -> dict[str, str]:
+    """Curve label -> column of the evaluation metrics to draw.
+
+    CASIA-B-like protocols give ``{"NM": "val/NM/rank1", ..., "mean": "val/rank1"}``; the
+    others their flat metrics by name (``rank1``, ``rank5``, ``mAP``, ...).
+    """
+    split = [(c, c.split("/")) for c in columns if c.split("/")[0] == prefix]
+    found = {p[1]: c for c, p in split if len(p) == 3 and p[2] == "rank1"}
+    by_condition = bool(found)
+    for col, parts in split:
+        if len(parts) == 2:
+            found["mean" if by_condition and parts[1] == "rank1" else parts[1]] = col
+    return found
+
+
+def plot_eval_curves(
+    history: pd.DataFrame, path: str | os.PathLike[str], prefix: str = "val"
+) -> Path:
+    """Rank-1 per condition (and their mean) at every evaluation, against the step."""
+    columns = condition_columns(list(history.columns), prefix)
+    if not columns:
+        raise ValueError(
+            f"{history.attrs.get('source', 'history')}: no {prefix}/* columns (no evaluation "
+            "was logged; is eval_every larger than the run?)"
+        )
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(6.0, 4.0))
+    for name, col in columns.items():
+        values = history[col].dropna()
+        ax.plot(
+            values.index,
+            100.0 * values.to_numpy(),
+            marker="o",
+            color=CONDITION_COLOURS.get(name),
+            linewidth=2.2 if name == "mean" else 1.4,
+            label=name,
+        )
+    ax.set(xlabel="step", ylabel="%", title=f"evaluation over training: {_source_name(history)}")
+    ax.set_ylim(0, 100)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    return save_figure(fig, path)
+
+
+def plot_runs_metric(
+    histories: Mapping[str, pd.DataFrame],
+    path: str | os.PathLike[str],
+    column: str = "val/rank1",
+    percent: bool = True,
+) -> Path:
+    """One metric of several runs against the step, one line per run (a sweep side by side)."""
+    drawn = {label: h[column].dropna() for label, h in histories.items() if column in h}
+    drawn = {label: v for label, v in drawn.items() if len(v)}
+    if not drawn:
+        raise ValueError(f"none of the {len(histories)} runs logged {column!r}")
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(6.4, 4.0))
+    scale = 100.0 if percent else 1.0
+    for label, values in drawn.items():
+        ax.plot(values.index, scale * values.to_numpy(), marker="o", markersize=3, label=label)
+    ax.set(xlabel="step", ylabel=f"{column}{' (%)' if percent else ''}", title=column)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7, bbox_to_anchor=(1.02, 1.0), loc="upper left", frameon=False)
+    return save_figure(fig, path)
+
+
+def plot_ratio_sweep(
+    table: pd.DataFrame,
+    path: str | os.PathLike[str],
+    ratio: str = "mask.ratio",
+    group: str | None = "mask.strategy",
+) -> Path:
+    """The paper's Fig. 4: rank-1 of NM / BG / CL and their mean against the dropping ratio d,
+    one panel per mask strategy. ``table`` is ``runs_table`` output (metrics in percent); runs
+    that repeat a setting (seeds) are averaged."""
+    if ratio not in table:
+        raise ValueError(f"the runs do not vary {ratio!r}; columns: {list(table.columns)}")
+    metrics = {"NM": "NM/rank1", "BG": "BG/rank1", "CL": "CL/rank1", "mean": "rank1"}
+    metrics = {k: v for k, v in metrics.items() if v in table}
+    if not metrics:
+        raise ValueError("the runs have no rank-1 results (metrics.json missing?)")
+    groups = [(None, table)] if group is None or group not in table else list(table.groupby(group))
+    plt = _pyplot()
+    fig, axes = plt.subplots(
+        1, len(groups), figsize=(4.2 * len(groups), 3.6), squeeze=False, sharey=True
+    )
+    for ax, (name, part) in zip(axes[0], groups, strict=True):
+        mean = part.groupby(ratio)[list(metrics.values())].mean().sort_index()
+        for label, col in metrics.items():
+            ax.plot(
+                mean.index,
+                mean[col],
+                marker="o",
+                color=CONDITION_COLOURS[label],
+                linewidth=2.2 if label == "mean" else 1.4,
+                label=label,
+            )
+        ax.set(xlabel=f"dropping ratio d ({ratio})", title=str(name) if name is not None else "")
+        ax.grid(alpha=0.3)
+    axes[0][0].set_ylabel("rank-1 (%)")
+    axes[0][-1].legend(fontsize=8)
+    fig.suptitle("rank-1 against the dropping ratio (cf. the paper's Fig. 4)", fontsize=10)
+    fig.tight_layout()
+    return save_figure(fig, path)
+
+
+def plot_embeddings_2d(
+    panels: Mapping[str, tuple[np.ndarray, np.ndarray]], path: str | os.PathLike[str]
+) -> Path:
+    """One scatter per model of 2-D points coloured by subject (the paper's Fig. 5).
+
+    ``panels``: title -> (points [n, 2], subject labels [n]). The same subject gets the same
+    colour in every panel, so the panels can be compared point group by point group.
+    """
+    if not panels:
+        raise ValueError("plot_embeddings_2d: no panels")
+    plt = _pyplot()
+    subjects = sorted({str(s) for _, labels in panels.values() for s in labels})
+    cmap = plt.get_cmap("tab10" if len(subjects) <= 10 else "tab20")
+    colour = {s: cmap(i % cmap.N) for i, s in enumerate(subjects)}
+    fig, axes = plt.subplots(1, len(panels), figsize=(4.2 * len(panels), 4.2), squeeze=False)
+    for ax, (title, (points, labels)) in zip(axes[0], panels.items(), strict=True):
+        for s in subjects:
+            sel = np.asarray([str(x) == s for x in labels])
+            if sel.any():
+                ax.scatter(points[sel, 0], points[sel, 1], s=14, color=colour[s], label=s)
+        ax.set_title(title)
+        ax.set_xticks([])
+        ax.set_yticks([])
+    axes[0][-1].legend(
+        title="subject", fontsize=7, bbox_to_anchor=(1.02, 1.0), loc="upper left", frameon=False
+    )
+    return save_figure(fig, path)

@@ -1,0 +1,138 @@
+"""Runs as records, the swept settings, and Table 5 filled from real multirun folders."""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+from pathlib import Path
+
+import pytest
+from analysis_helpers import AnalysisRuns
+
+from gaitgl_lightning.analysis import (
+    PAPER_TABLE5,
+    find_runs,
+    latest_run,
+    load_run,
+    mask_strategy_table,
+    model_kind,
+    run_labels,
+    runs_table,
+    varying_settings,
+)
+from gaitgl_lightning.analysis.runs import RunInfo, flatten
+from gaitgl_lightning.analysis.tables import table5_row
+
+
+def test_multirun_folder_gives_the_swept_settings(analysis_runs: AnalysisRuns) -> None:
+    runs = find_runs(analysis_runs.ratio_sweep)
+    assert [r.path.name for r in runs] == ["0", "1", "2", "3"]
+    assert varying_settings(runs) == ["mask", "mask.ratio"]
+    table = runs_table(runs)
+    assert list(table["mask"]) == ["part_v", "part_v", "strip_v", "strip_v"]
+    assert list(table["mask.ratio"]) == [0.25, 0.5, 0.25, 0.5]
+    for run, rank1 in zip(runs, table["rank1"], strict=True):
+        metrics = json.loads((run.path / "metrics.json").read_text())
+        assert rank1 == pytest.approx(100 * metrics["final"]["summary"]["rank1"])
+        assert run.flat_config["model.mask.ratio"] == run.setting("mask.ratio")  # resolved
+    assert run_labels(runs)[1] == "mask=part_v, mask.ratio=0.5"
+
+
+def test_the_same_sweep_from_its_wandb_runs_alone(analysis_runs: AnalysisRuns) -> None:
+    hydra_runs = find_runs(analysis_runs.ratio_sweep)
+    wandb_runs = find_runs(sorted(analysis_runs.ratio_sweep.glob("*/wandb")))
+    assert [r.source for r in wandb_runs] == ["wandb"] * 4
+    assert varying_settings(wandb_runs) == ["mask.ratio", "mask.strategy"]
+    for h, w in zip(hydra_runs, wandb_runs, strict=True):
+        assert w.flat_config["mask.strategy"] == h.setting("mask")
+        assert w.summary().keys() == h.summary().keys()
+        for key, value in h.summary().items():
+            assert w.summary()[key] == pytest.approx(value, abs=1e-6)
+
+
+def test_table5_rows_from_global_local_and_mask_runs(analysis_runs: AnalysisRuns) -> None:
+    runs = find_runs([analysis_runs.ratio_sweep, analysis_runs.model_sweep])
+    assert sorted(model_kind(r) for r in runs) == ["GLCL"] * 4 + ["global only", "local only"]
+    table = mask_strategy_table(runs)
+    assert list(table["row"]) == [
+        "global only",
+        "local only, strip-level (V)",
+        "part-level (V)",
+        "part-level (V)",
+        "strip-level (V)",
+        "strip-level (V)",
+    ]
+    assert math.isnan(table["d"][0]) and list(table["d"][1:]) == [0.25, 0.25, 0.5, 0.25, 0.5]
+    assert list(table["paper mean"]) == [92.3, 92.6, 93.5, 93.5, 93.6, 93.6]
+    global_only = next(r for r in runs if model_kind(r) == "global only")
+    assert table["mean"][0] == pytest.approx(100 * global_only.summary()["rank1"])
+    assert table["CL"][0] == pytest.approx(100 * global_only.summary()["CL/rank1"])
+
+
+def _run(strategy: str, ratio: float, rank1: float, stages: list[dict] | None = None) -> RunInfo:
+    config = {
+        "model": {"stages": stages or [{"local": "mask"}], "mask": {"strategy": strategy}},
+        "mask": {"strategy": strategy, "ratio": ratio},
+    }
+    config["model"]["mask"]["ratio"] = ratio
+    summary = {"rank1": rank1, "NM/rank1": 1.0, "BG/rank1": rank1, "CL/rank1": 0.0}
+    return RunInfo(
+        Path(f"/runs/{strategy}{ratio}{rank1}"), "r", config, {"final": {"summary": summary}}
+    )
+
+
+def test_table5_averages_seeds_and_drops_d_where_unused() -> None:
+    runs = [
+        _run("strip_v", 0.25, 0.5),
+        _run("strip_v", 0.25, 0.7),  # another seed of the same row
+        _run("part_fixed", 0.25, 0.4),
+        _run("part_fixed", 0.5, 0.6),  # d is unused by fixed parts: same row
+        _run("pixel", 0.1, 0.3),
+        RunInfo(Path("/runs/none"), "r", {}, {}),  # no result yet: left out
+    ]
+    table = mask_strategy_table(runs).set_index("row")
+    assert table.loc["strip-level (V)", "mean"] == pytest.approx(60.0)
+    assert table.loc["strip-level (V)", "runs"] == 2
+    assert table.loc["part-level fixed", "mean"] == pytest.approx(50.0)
+    assert math.isnan(table.loc["part-level fixed", "d"])
+    assert table.loc["pixel-level", "d"] == 0.1
+    assert list(table.index) == ["part-level fixed", "strip-level (V)", "pixel-level"]
+    assert set(PAPER_TABLE5) >= set(table.index)
+    with pytest.raises(ValueError, match="rank-1"):
+        mask_strategy_table(runs[-1:])
+
+
+def test_rows_follow_the_model_config_not_the_name() -> None:
+    local_none = [{"local": "none"}, {"local": "none"}]
+    no_global = [{"local": "mask", "global": False}]
+    row, d = table5_row(_run("strip_v", 0.25, 0.5, local_none))
+    assert row == "global only" and math.isnan(d)
+    assert table5_row(_run("strip_h", 0.3, 0.5, no_global)) == ("local only, strip-level (H)", 0.3)
+    assert table5_row(_run("part_h", 0.3, 0.5)) == ("part-level (H)", 0.3)
+
+
+def test_flatten_names_list_items_by_position() -> None:
+    flat = flatten({"a": {"b": [{"c": 1}, {"c": 2}], "d": [1, 2]}, "e": None})
+    assert flat == {"a.b.0.c": 1, "a.b.1.c": 2, "a.d": (1, 2), "e": None}
+
+
+def test_run_records_and_their_errors(analysis_runs: AnalysisRuns, tmp_path: Path) -> None:
+    run = load_run(analysis_runs.single)
+    assert run.settings["model"] == "tiny" and run.settings["logger"] == "many"
+    assert run.checkpoint("last") == analysis_runs.single / "checkpoints" / "last.ckpt"
+    best = run.checkpoint("best")
+    assert best is not None and best.name.startswith("step")
+    assert list(run.results_table().index) == ["final", "best", "baseline_gei"]
+    assert run.result("final").view_tables  # the full result, back from metrics.json
+    assert latest_run(analysis_runs.root / "outputs", "multiruns").name in {"ratio", "models"}
+    with pytest.raises(FileNotFoundError, match="neither a run dir"):
+        load_run(tmp_path)
+    broken = tmp_path / "broken"
+    (broken / ".hydra").mkdir(parents=True)
+    (broken / ".hydra" / "config.yaml").write_text("seed: 0\n")
+    (broken / "metrics.json").write_text("{not json")
+    with pytest.raises(ValueError, match=re.escape("metrics.json: not valid JSON")):
+        load_run(broken)
+    with pytest.raises(FileNotFoundError, match="no runs found"):
+        find_runs(tmp_path / "broken" / ".hydra")
