@@ -38,10 +38,13 @@ format: $(STAMP) ## Apply ruff formatting and fixes
 	$(VENV)/bin/ruff format src tests bench
 	$(VENV)/bin/ruff check --fix src tests bench
 
+notebooks: $(STAMP) ## Execute notebooks/ on your newest run and multirun (ARGS="--run <dir> --sweep <dir>")
+	$(PY) -m gaitgl_lightning.analysis.notebooks $(ARGS)
+
 bench: $(STAMP) ## Run the speed / memory benchmarks (ratios against in-run baselines)
 	@for f in bench/bench_*.py; do echo "== $$f"; $(PY) $$f || exit 1; done
 
 clean: ## Remove caches and build outputs (keeps .venv and outputs/)
 	rm -rf .pytest_cache .mypy_cache .ruff_cache build dist src/*.egg-info
 
-.PHONY: help install train test test-all lint format bench clean
+.PHONY: help install train test test-all lint format notebooks bench clean
