@@ -136,3 +136,13 @@ def test_run_records_and_their_errors(analysis_runs: AnalysisRuns, tmp_path: Pat
         load_run(broken)
     with pytest.raises(FileNotFoundError, match="no runs found"):
         find_runs(tmp_path / "broken" / ".hydra")
+
+
+def test_latest_run_skips_dirs_without_a_history(tmp_path: Path) -> None:
+    trained = tmp_path / "train" / "runs" / "2026-01-01_00-00-00"
+    (trained / "csv").mkdir(parents=True)
+    (trained / "csv" / "metrics.csv").write_text("step,train/loss\n0,1.0\n")
+    (tmp_path / "eval" / "runs" / "2026-01-02_00-00-00" / ".hydra").mkdir(parents=True)
+    assert latest_run(tmp_path) == trained  # the newer eval dir logged nothing to look at
+    with pytest.raises(FileNotFoundError, match="no multiruns"):
+        latest_run(tmp_path, "multiruns")

@@ -18,7 +18,7 @@ from typing import Any, cast
 import pandas as pd
 from omegaconf import DictConfig, ListConfig, OmegaConf
 
-from gaitgl_lightning.analysis.history import load_history, wandb_dirs
+from gaitgl_lightning.analysis.history import CSV_FILE, load_history, wandb_dirs
 from gaitgl_lightning.analysis.wandb_offline import load_wandb_run
 
 #: Config keys / groups that differ between runs without being a setting of the experiment.
@@ -229,11 +229,14 @@ def find_runs(paths: str | Path | Iterable[str | Path]) -> list[RunInfo]:
 
 
 def latest_run(root: str | Path = "outputs", kind: str = "runs") -> Path:
-    """The newest ``<root>/<task>/<kind>/<time>`` dir (``kind``: ``runs`` or ``multiruns``)."""
+    """The newest ``<root>/<task>/<kind>/<time>`` dir (``kind``: ``runs`` or ``multiruns``)
+    that logged a training history (``task=eval`` / ``prepare`` dirs have none)."""
     root = Path(root)
     found = [p for p in root.glob(f"*/{kind}/*") if p.is_dir()]
     if kind == "runs":
-        found = [p for p in found if (p / ".hydra").is_dir() or wandb_dirs(p)]
+        found = [p for p in found if (p / CSV_FILE).is_file() or wandb_dirs(p)]
+    else:
+        found = [p for p in found if any(p.glob(f"*/{CSV_FILE}")) or any(p.glob("*/wandb"))]
     if not found:
         raise FileNotFoundError(f"{root}: no {kind} under */{kind}/ (run training first)")
     return max(found, key=lambda p: (p.stat().st_mtime, p.name))
