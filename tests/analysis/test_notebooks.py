@@ -13,6 +13,7 @@ from gaitgl_lightning.analysis.notebooks import (
     NOTEBOOKS,
     NotebookFailed,
     default_notebook_dir,
+    default_parameters,
     execute_notebook,
     main,
 )
@@ -108,3 +109,16 @@ def test_make_notebooks_finds_the_newest_runs(
         assert_png_not_blank(tmp_path / "figures" / f"{name}.png")
     assert main(["--outputs", str(tmp_path / "none")]) == 2
     assert "no runs under" in capsys.readouterr().err
+
+
+def test_only_multiruns_inspects_the_newest_sweeps_last_job(
+    analysis_runs: AnalysisRuns, tmp_path: Path
+) -> None:
+    outputs = tmp_path / "outputs"
+    (outputs / "train" / "multiruns").mkdir(parents=True)
+    (outputs / "train" / "multiruns" / "m").symlink_to(analysis_runs.model_sweep)
+    params = default_parameters(outputs, None, [], tmp_path / "out")
+    assert params["inspect_run"]["RUN_DIR"].name == "1"
+    assert params["compare_sweep"]["SWEEP_DIRS"] == [outputs / "train" / "multiruns" / "m"]
+    with pytest.raises(FileNotFoundError, match="no runs"):
+        default_parameters(tmp_path / "empty", None, [], tmp_path / "out")

@@ -105,19 +105,25 @@ def default_parameters(
     outputs: Path, run: Path | None, sweeps: Sequence[Path], out_dir: Path
 ) -> dict[str, dict[str, Any]]:
     """The parameters of each notebook: the given run and sweeps, else the newest under
-    ``outputs``. A notebook with nothing to show (no sweep yet) is left out."""
-    from gaitgl_lightning.analysis.runs import latest_run
+    ``outputs`` (with only multiruns there, the run is the newest sweep's last job). A notebook
+    with nothing to show (no sweep yet) is left out."""
+    from gaitgl_lightning.analysis.runs import find_runs, latest_run
 
     params: dict[str, dict[str, Any]] = {}
     fig_dir = out_dir / "figures"
-    if run is None:
-        run = latest_run(outputs, "runs")
-    params["inspect_run"] = {"RUN_DIR": run, "FIG_DIR": fig_dir}
     if not sweeps:
         try:
             sweeps = [latest_run(outputs, "multiruns")]
         except FileNotFoundError:
             sweeps = []
+    if run is None:
+        try:
+            run = latest_run(outputs, "runs")
+        except FileNotFoundError:
+            if not sweeps:
+                raise
+            run = find_runs(sweeps[-1])[-1].path
+    params["inspect_run"] = {"RUN_DIR": run, "FIG_DIR": fig_dir}
     if sweeps:
         params["compare_sweep"] = {"SWEEP_DIRS": list(sweeps), "FIG_DIR": fig_dir}
     params["embeddings"] = {"RUN_DIRS": [*sweeps, run], "FIG_DIR": fig_dir}
