@@ -77,3 +77,13 @@ def test_condition_columns() -> None:
         "mAP": "val/mAP",
     }
     assert condition_columns(casia, prefix="best") == {"rank1": "best/rank1"}
+
+
+def test_figure_titles_name_the_run() -> None:
+    from gaitgl_lightning.analysis.plots import _source_name
+
+    history = pd.DataFrame()
+    history.attrs["source"] = "/o/train/multiruns/2026-01-01_00-00-00/2/csv/metrics.csv"
+    assert _source_name(history) == "2026-01-01_00-00-00/2"
+    history.attrs["source"] = "/o/train/runs/2026-01-01_00-00-00/wandb/offline-run-20260101-ab"
+    assert _source_name(history) == "2026-01-01_00-00-00"

@@ -87,7 +87,8 @@ def _source_name(history: pd.DataFrame) -> str:
         return "run"
     for part in (Path(source), *Path(source).parents):
         if part.name not in ("csv", "wandb", "metrics.csv") and "run-" not in part.name:
-            return part.name
+            # a multirun job dir is a number: name its sweep too
+            return f"{part.parent.name}/{part.name}" if part.name.isdigit() else part.name
     return str(source)
 
 
