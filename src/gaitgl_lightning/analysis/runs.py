@@ -22,7 +22,15 @@ from gaitgl_lightning.analysis.history import CSV_FILE, load_history, wandb_dirs
 from gaitgl_lightning.analysis.wandb_offline import load_wandb_run
 
 #: Config keys / groups that differ between runs without being a setting of the experiment.
-NOT_SETTINGS = ("paths", "hydra", "logger", "callbacks", "name", "trainer.default_root_dir")
+NOT_SETTINGS = (
+    "paths",
+    "hydra",
+    "logger",
+    "callbacks",
+    "name",
+    "sweep",
+    "trainer.default_root_dir",
+)
 
 
 @dataclass
