@@ -146,3 +146,12 @@ def test_latest_run_skips_dirs_without_a_history(tmp_path: Path) -> None:
     assert latest_run(tmp_path) == trained  # the newer eval dir logged nothing to look at
     with pytest.raises(FileNotFoundError, match="no multiruns"):
         latest_run(tmp_path, "multiruns")
+
+
+def test_bookkeeping_choices_are_not_swept_settings() -> None:
+    def run(sweep: str, logger: str, ratio: float) -> RunInfo:
+        settings = {"sweep": sweep, "logger": logger, "model": "tiny", "mask.ratio": ratio}
+        return RunInfo(Path(f"/r/{sweep}{ratio}"), "r", {}, {}, settings=settings)
+
+    runs = [run("mask_ratio", "csv", 0.1), run("", "wandb", 0.1), run("", "csv", 0.3)]
+    assert varying_settings(runs) == ["mask.ratio"]
