@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from gaitgl_lightning.analysis.wandb_offline import load_wandb_run
+from gaitgl_lightning.analysis.wandb_offline import is_wandb_run, load_wandb_run
 
 #: Where the CSV logger of ``conf/logger/csv.yaml`` writes, relative to the run dir.
 CSV_FILE = Path("csv") / "metrics.csv"
@@ -71,19 +71,17 @@ def load_history(path: str | Path, prefer: str = "csv") -> pd.DataFrame:
     path = Path(path)
     if not path.exists():
         raise FileNotFoundError(f"{path}: no such run dir or log file")
+    if prefer not in ("csv", "wandb"):
+        raise ValueError(f"prefer must be 'csv' or 'wandb', not {prefer!r}")
     if path.suffix == ".csv":
         return read_csv_history(path)
-    if path.suffix == ".wandb" or any(path.glob("run-*.wandb")) or path.name == "wandb":
+    if is_wandb_run(path) or path.name == "wandb":
         return read_wandb_history(path)  # a run file, a run folder, or a wandb dir of one run
-    readers = {"csv": (path / CSV_FILE).is_file(), "wandb": bool(wandb_dirs(path))}
-    if prefer not in readers:
-        raise ValueError(f"prefer must be 'csv' or 'wandb', not {prefer!r}")
-    order = [prefer, *(k for k in readers if k != prefer)]
-    for kind in order:
-        if readers[kind]:
-            if kind == "csv":
-                return read_csv_history(path)
-            return read_wandb_history(wandb_dirs(path)[-1])
+    has_csv, runs = (path / CSV_FILE).is_file(), wandb_dirs(path)
+    if has_csv and (prefer == "csv" or not runs):
+        return read_csv_history(path)
+    if runs:
+        return read_wandb_history(runs[-1])
     raise FileNotFoundError(
         f"{path}: no training log (neither {CSV_FILE} nor wandb/*run-*); was the run started "
         "with logger=none?"

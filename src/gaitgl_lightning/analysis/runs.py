@@ -19,7 +19,7 @@ import pandas as pd
 from omegaconf import DictConfig, ListConfig, OmegaConf
 
 from gaitgl_lightning.analysis.history import CSV_FILE, load_history, wandb_dirs
-from gaitgl_lightning.analysis.wandb_offline import load_wandb_run
+from gaitgl_lightning.analysis.wandb_offline import is_wandb_run, load_wandb_run
 
 #: Config keys / groups that differ between runs without being a setting of the experiment.
 NOT_SETTINGS = (
@@ -207,7 +207,7 @@ def load_run(path: str | Path) -> RunInfo:
     path = Path(path)
     if (path / ".hydra" / "config.yaml").is_file():
         return load_hydra_run(path)
-    if path.suffix == ".wandb" or any(path.glob("run-*.wandb")):
+    if is_wandb_run(path):
         return load_wandb_info(path)
     raise FileNotFoundError(
         f"{path}: neither a run dir (.hydra/config.yaml) nor a W&B run folder (run-*.wandb)"

@@ -136,6 +136,12 @@ class WandbOfflineRun:
             self.history.append(row)
 
 
+def is_wandb_run(path: str | Path) -> bool:
+    """Whether ``path`` is a W&B run file or a run folder holding one."""
+    path = Path(path)
+    return path.suffix == ".wandb" or any(path.glob("run-*.wandb"))
+
+
 def run_file(path: str | Path) -> Path:
     """The ``run-<id>.wandb`` file of ``path``: the file itself, an ``offline-run-*`` / ``run-*``
     folder, or a ``wandb`` folder holding exactly one run."""

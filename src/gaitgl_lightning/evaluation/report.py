@@ -80,7 +80,6 @@ def save_figure(fig: Any, path: str | os.PathLike[str]) -> Path:
     import matplotlib.pyplot as plt
 
     path = Path(path)
-
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.stem}.", suffix=path.suffix)
     os.close(fd)
@@ -129,7 +128,7 @@ def plot_view_heatmaps(result: EvalResult, path: str | os.PathLike[str]) -> Path
     if image is not None:
         fig.colorbar(image, ax=axes[0].tolist(), shrink=0.8, label="rank-1 (%)")
     fig.suptitle(f"{result.protocol} ({result.variant}; distance {result.distance})")
-    return save_figure(fig, Path(path))
+    return save_figure(fig, path)
 
 
 def plot_rank_curve(
@@ -155,7 +154,7 @@ def plot_rank_curve(
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
     ax.set_title("rank-k curve")
-    return save_figure(fig, Path(path))
+    return save_figure(fig, path)
 
 
 def write_report(
