@@ -5,6 +5,9 @@ from __future__ import annotations
 import json
 import re
 import shutil
+import subprocess
+import sys
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -42,24 +45,38 @@ def test_config_and_summary_of_a_training_run(analysis_runs: AnalysisRuns) -> No
     assert run.summary["val/CL/rank1"] == pytest.approx(final["CL/rank1"], abs=1e-6)
 
 
-def test_long_run_across_blocks_and_split_records(tmp_path: Path) -> None:
-    """Thousands of rows and a record larger than a 32 KiB block, as wandb writes them."""
-    import wandb
+_LONG_RUN = """
+import sys, wandb
+run = wandb.init(mode="offline", dir=sys.argv[1], project="p", name="n",
+                 config={"big": "x" * 100_000, "lr": 0.1})
+for step in range(3000):
+    run.log({"loss": 1.0 / (step + 1), "acc": step % 7}, step=step)
+run.summary["best"] = 0.5
+run.finish()
+"""
 
-    big = "x" * 100_000  # one config record spans several blocks (first / middle / last chunks)
-    run = wandb.init(
-        mode="offline", dir=tmp_path, project="p", config={"big": big, "lr": 0.1}, name="n"
+
+def test_long_run_across_blocks_and_split_records(tmp_path: Path) -> None:
+    """Thousands of rows and a record larger than a 32 KiB block, as wandb writes them.
+
+    wandb runs in its own interpreter, as in a training job, so that no W&B state left in the
+    test process by earlier tests can touch the file."""
+    proc = subprocess.run(
+        [sys.executable, "-c", _LONG_RUN, str(tmp_path)],
+        capture_output=True,
+        text=True,
+        timeout=300,
     )
-    for step in range(3000):
-        run.log({"loss": 1.0 / (step + 1), "acc": step % 7}, step=step)
-    run.summary["best"] = 0.5
-    run.finish()
+    assert proc.returncode == 0, proc.stderr[-3000:]
     file = run_file(next(tmp_path.glob("wandb/offline-run-*")))
     assert file.stat().st_size > 4 * 32 * 1024
-    loaded = load_wandb_run(file)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # a finished run's file must be complete
+        loaded = load_wandb_run(file)
+        history = load_history(file)
+    big = "x" * 100_000  # one config record spans several blocks (first / middle / last chunks)
     assert loaded.config["big"] == big and loaded.config["lr"] == 0.1 and loaded.name == "n"
     assert loaded.summary["best"] == 0.5
-    history = load_history(file)
     assert list(history.index) == list(range(3000))
     np.testing.assert_allclose(history["loss"], 1.0 / np.arange(1, 3001))
     np.testing.assert_array_equal(history["acc"], np.arange(3000) % 7)
