@@ -155,3 +155,17 @@ def test_masks_per_sample_or_per_batch(per_sample: bool) -> None:
     emb = net(x).embeddings.detach()
     same = all(torch.allclose(emb[0], emb[i]) for i in range(1, 4))
     assert same == (not per_sample)
+
+
+def test_lta_spatial_reaches_every_lta_and_keeps_padding_exact() -> None:
+    """``lta_spatial`` (Eq. 1's a x a x a reading) is threaded to every LTA of the net, and a
+    padded batch still equals one sequence at a time."""
+    net = _net(LTA_LTA, lta_spatial=3).eval()
+    shapes = [tuple(m.conv.conv3d.weight.shape[2:]) for m in net.ltas.values()]
+    assert shapes == [(3, 3, 3), (3, 3, 3)]
+    assert _net(LTA_LTA).ltas["0"].conv.conv3d.weight.shape[2:] == (3, 1, 1)
+    x, lens = _padded([20, 11])
+    with torch.no_grad():
+        batch = net(x, lens)
+        one = net(x[1:2, :, :11])
+    torch.testing.assert_close(batch.embeddings[1], one.embeddings[0], rtol=1e-5, atol=1e-5)

@@ -79,6 +79,24 @@ def test_lta_lengths_match_opengait() -> None:
     assert got == [1, 1, 1, 2, 9, 10, 10]
 
 
+def test_lta_spatial_extent_is_eq1_kernel() -> None:
+    """spatial=3 is Eq. 1's a x a x a kernel (space padded, so H x W is kept); spatial=1 is
+    the conference (3, 1, 1); both shorten time the same way."""
+    torch.manual_seed(0)
+    x = torch.randn(2, 3, 7, 5, 4)
+    for spatial in (1, 3):
+        lta = LTA(3, spatial=spatial)
+        w = lta.conv.conv3d.weight
+        assert tuple(w.shape) == (3, 3, 3, spatial, spatial)
+        y, lengths, _ = lta(x, torch.tensor([7, 4]))
+        pad = spatial // 2
+        ref = F.leaky_relu(F.conv3d(x, w, stride=(3, 1, 1), padding=(0, pad, pad)), NEG_SLOPE)
+        assert y.shape == (2, 3, 2, 5, 4) and lengths is not None and lengths.tolist() == [2, 1]
+        torch.testing.assert_close(y[0], ref[0])
+    with pytest.raises(ValueError, match="odd"):
+        LTA(3, spatial=2)
+
+
 def test_gem_per_row_matches_formula() -> None:
     x = torch.rand(2, 3, 4, 5) + 0.1
     gem = GeM(p=3.0)

@@ -121,6 +121,8 @@ class GaitGL(nn.Module):
         head: ``bn`` (FC, BN shared over parts, per-part classifier) or ``bnneck``.
         embed_dim: width of the per-part FC (default: last stage's channels).
         gem_p: initial GeM p.  in_channels: input channels (1 for silhouettes).
+        lta_spatial: spatial extent of every LTA kernel: 1 gives (a, 1, 1) as the conference
+            code, 3 gives Eq. 1's a x a x a (see docs/model.md for the measured choice).
     """
 
     def __init__(
@@ -134,6 +136,7 @@ class GaitGL(nn.Module):
         embed_dim: int | None = None,
         gem_p: float = 6.5,
         in_channels: int = 1,
+        lta_spatial: int = 1,
     ) -> None:
         super().__init__()
         if int(num_classes) < 0:
@@ -174,7 +177,7 @@ class GaitGL(nn.Module):
                 c = spec.channels
             blocks.append(nn.ModuleList(layers))
             if spec.pool == "lta":
-                ltas[si] = LTA(c, spec.lta_kernel, spec.lta_stride)
+                ltas[si] = LTA(c, spec.lta_kernel, spec.lta_stride, lta_spatial)
             elif spec.pool == "sp":
                 h, w = h // 2, w // 2
             if h < 1 or w < 1:

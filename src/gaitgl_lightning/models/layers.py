@@ -274,18 +274,28 @@ class GLCL(nn.Module):
 
 
 class LTA(nn.Module):
-    """Local temporal aggregation: Conv3d (a,1,1), stride (b,1,1), no padding, + LeakyReLU.
+    """Local temporal aggregation: Conv3d (a,s,s), stride (b,1,1), + LeakyReLU.
 
-    Output length ``floor((L - a) / b) + 1`` per sequence; the new lengths are returned so the
-    following layers stay length-aware.
+    ``spatial`` is the kernel's spatial extent s: 1 is the conference code's (3,1,1); Eq. 1 of
+    the journal reads a x a x a (s = a). Time is not padded, space is padded by s // 2 so the
+    frame size stays the same (Sec. 3.2). Output length ``floor((L - a) / b) + 1`` per
+    sequence; the new lengths are returned so the following layers stay length-aware.
     """
 
-    def __init__(self, channels: int, kernel: int = 3, stride: int = 3) -> None:
+    def __init__(self, channels: int, kernel: int = 3, stride: int = 3, spatial: int = 1) -> None:
         super().__init__()
+        if int(spatial) < 1 or int(spatial) % 2 == 0:
+            raise ValueError(f"LTA spatial extent must be odd and >= 1, got {spatial}")
         self.kernel = int(kernel)
         self.stride = int(stride)
+        self.spatial = int(spatial)
+        pad = self.spatial // 2
         self.conv = BasicConv3d(
-            channels, channels, (self.kernel, 1, 1), (self.stride, 1, 1), (0, 0, 0)
+            channels,
+            channels,
+            (self.kernel, self.spatial, self.spatial),
+            (self.stride, 1, 1),
+            (0, pad, pad),
         )
 
     def out_lengths(self, lengths: torch.Tensor) -> torch.Tensor:
