@@ -6,6 +6,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from hydra import compose, initialize_config_dir
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
@@ -15,9 +16,16 @@ CONF = Path(__file__).resolve().parents[2] / "conf"
 
 
 def load_conf(group: str, name: str) -> DictConfig:
-    """Load ``conf/<group>/<name>.yaml``."""
+    """Load ``conf/<group>/<name>.yaml``; a file that extends another (``defaults:``) is
+    composed by Hydra as a run would, with the group's own (uninterpolated) ``mask`` node."""
     cfg = OmegaConf.load(CONF / group / f"{name}.yaml")
     assert isinstance(cfg, DictConfig)
+    if "defaults" in cfg:
+        with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
+            full = compose("train", overrides=[f"{group}={name}"])
+        node = OmegaConf.to_container(full[group], resolve=True)
+        cfg = OmegaConf.create(node)
+        assert isinstance(cfg, DictConfig)
     return cfg
 
 
@@ -125,6 +133,28 @@ def test_journal_layout_shapes() -> None:
     assert s["stages.1.0"] == (1, 128, 10, 64, 44)
     assert s["stages.2.1"] == (1, 128, 10, 64, 22)
     assert s["embeddings"] == (1, 128, 64)
+
+
+@pytest.mark.parametrize(
+    ("name", "total", "shapes"),
+    [
+        # No pooling before stage 3: stages 1-3 at 64x44, stage 4 at 32x22 -> 64 parts.
+        ("gaitgl_large", 242_086_273, [(30, 64, 44), (30, 64, 44), (10, 64, 44), (10, 32, 22)]),
+        # Stage-1 SP: stages 2-3 at 32x22, stage 4 at 16x11 -> 32 parts.
+        ("gaitgl_large_sp1", 149_270_913, [(30, 64, 44), (30, 32, 22), (10, 32, 22), (10, 16, 11)]),
+    ],
+)
+def test_four_stage_readings(name: str, total: int, shapes: list[tuple[int, ...]]) -> None:
+    """Both 4-stage readings compose (sp1 extends gaitgl_large) with the documented sizes:
+    the 64/128/256/512-channel backbone is the same, the head follows the part count."""
+    with torch.device("meta"):
+        net = instantiate(load_conf("model", name), num_classes=5153)
+    assert _count(net) == total
+    s = _trace(net, 30)
+    got = [s["stages.0.1"], s["stages.1.1"], s["stages.2.1"], s["stages.3.0"]]
+    assert [g[1] for g in got] == [64, 128, 256, 512]
+    assert [g[2:] for g in got] == shapes  # (T, H, W) out of each stage, before its pooling
+    assert s["embeddings"] == (1, 512, 2 * shapes[3][1])
 
 
 def test_bad_stage_is_a_clear_error() -> None:
