@@ -1,0 +1,301 @@
+"""Side by side with OpenGait itself: the same weights, the same inputs, alternated timings.
+
+Set ``OPENGAIT_ROOT`` to an OpenGait checkout (see ``peer_opengait.py``; nothing of it is
+copied here). The benchmark builds OpenGait's CASIA-B GaitGL with OpenGait's code, writes its
+weights as an OpenGait checkpoint, loads that into the package's ``opengait_gaitgl`` with
+``load_opengait_checkpoint``, checks that the embeddings agree, then times, alternating the two
+so that load from other processes hits both alike:
+
+1. a train step: 8 sequences (P2 x K4) x 30 frames, forward + triplet + CE + backward
+   (OpenGait: its TripletLoss + CrossEntropyLoss; package: ``GaitGLLoss``), goal >= 1.5x;
+2. evaluation of 12 sequences of 30-120 frames: OpenGait one sequence per call (its evaluator
+   refuses more), the package one at a time and in length-grouped batches, goal >= 3x.
+
+Without ``OPENGAIT_ROOT`` it says so and stops (the other benchmarks measure the package against
+its own straightforward versions). On a CUDA machine it also runs both in bf16 on the GPU:
+sequences/s for training and evaluation, peak memory, achieved TFLOP/s against the card's peak.
+
+    OPENGAIT_ROOT=~/src/OpenGait python bench/bench_opengait.py [--reps 5]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import torch
+from hydra.utils import instantiate
+from omegaconf import OmegaConf
+from peer_opengait import (
+    ENV,
+    PeerError,
+    PeerStep,
+    build_gaitgl,
+    export_state,
+    import_peer,
+)
+
+from gaitgl_lightning.data.samplers import EvalShardSampler
+from gaitgl_lightning.losses import GaitGLLoss
+from gaitgl_lightning.models import GaitGL, load_opengait_checkpoint
+
+CONF = Path(__file__).resolve().parents[1] / "conf" / "model"
+CLASSES = 74
+# Dense bf16 tensor-core peaks (TFLOP/s) of common cards, for the "achieved vs peak" line.
+CARD_PEAK_BF16 = {"H200": 989.0, "H100": 989.0, "A100": 312.0, "L40S": 362.0, "A10": 125.0}
+
+
+def alternate(fns: dict[str, Callable[[], object]], reps: int) -> dict[str, float]:
+    """Median seconds of each function, run in turn (a, b, c, a, b, c, ...) after one warm-up."""
+    for fn in fns.values():
+        fn()
+    times: dict[str, list[float]] = {k: [] for k in fns}
+    for _ in range(reps):
+        for k, fn in fns.items():
+            t = time.perf_counter()
+            fn()
+            times[k].append(time.perf_counter() - t)
+    return {k: statistics.median(v) for k, v in times.items()}
+
+
+def eval_batches(lengths: list[int], batch: int) -> list[list[int]]:
+    """The package's evaluation batches (length-grouped, as the eval loader makes them)."""
+    return list(EvalShardSampler(lengths, batch_size=batch))
+
+
+def padded(seqs: list[torch.Tensor], idx: list[int]) -> tuple[torch.Tensor, torch.Tensor]:
+    lengths = torch.tensor([len(seqs[i]) for i in idx])
+    out = seqs[idx[0]].new_zeros(len(idx), int(lengths.max()), *seqs[idx[0]].shape[1:])
+    for j, i in enumerate(idx):
+        out[j, : len(seqs[i])] = seqs[i]
+    return out, lengths
+
+
+class Pair:
+    """OpenGait's net and the package's net with the same weights, on one device."""
+
+    def __init__(self, root: str, device: torch.device) -> None:
+        torch.manual_seed(0)
+        self.peer = import_peer(root)
+        theirs = build_gaitgl(self.peer, [32, 64, 128], CLASSES)
+        ours: GaitGL = instantiate(
+            OmegaConf.load(CONF / "opengait_gaitgl.yaml"), num_classes=CLASSES
+        )
+        with tempfile.TemporaryDirectory() as tmp:
+            load_opengait_checkpoint(ours, export_state(theirs, Path(tmp) / "gaitgl.pt"))
+        self.theirs, self.ours = theirs.to(device), ours.to(device)
+        self.step_theirs = PeerStep(self.peer, self.theirs)
+        self.loss = GaitGLLoss()
+        self.device = device
+
+    def agreement(self, x: torch.Tensor) -> float:
+        """Largest |difference| of the eval embeddings of one sequence [1, T, H, W]."""
+        self.theirs.eval()
+        self.ours.eval()
+        with torch.no_grad():
+            a = self.step_theirs.embed(x)
+            b = self.ours(x.unsqueeze(1)).embeddings
+        return float((a - b).abs().max())
+
+    def train_fns(
+        self, x: torch.Tensor, labels: torch.Tensor, autocast: torch.dtype | None
+    ) -> dict[str, Callable[[], object]]:
+        dev = self.device.type
+
+        def ctx() -> torch.autocast:
+            return torch.autocast(
+                dev, dtype=autocast or torch.float32, enabled=autocast is not None
+            )
+
+        def theirs() -> None:
+            self.theirs.train()
+            self.theirs.zero_grad(set_to_none=True)
+            with ctx():
+                loss = self.step_theirs.loss(self.step_theirs.forward(x, labels))
+            loss.backward()
+
+        def ours() -> None:
+            self.ours.train()
+            self.ours.zero_grad(set_to_none=True)
+            with ctx():
+                out = self.ours(x.unsqueeze(1))
+                loss = self.loss(out.embeddings, out.logits, labels).total
+            loss.backward()
+
+        return {"OpenGait": theirs, "package": ours}
+
+    def eval_fns(
+        self, seqs: list[torch.Tensor], batch: int, autocast: torch.dtype | None
+    ) -> tuple[dict[str, Callable[[], object]], float]:
+        dev = self.device.type
+        lengths = [len(s) for s in seqs]
+        batches = eval_batches(lengths, batch)
+        frames = sum(lengths)
+        slots = sum(max(lengths[i] for i in b) * len(b) for b in batches)
+
+        def ctx() -> torch.autocast:
+            return torch.autocast(
+                dev, dtype=autocast or torch.float32, enabled=autocast is not None
+            )
+
+        def theirs() -> list[torch.Tensor]:
+            self.theirs.eval()
+            with torch.no_grad(), ctx():
+                return [self.step_theirs.embed(s[None]) for s in seqs]
+
+        def ours_single() -> list[torch.Tensor]:
+            self.ours.eval()
+            with torch.inference_mode(), ctx():
+                return [self.ours(s[None, None]).embeddings for s in seqs]
+
+        def ours_batched() -> list[torch.Tensor]:
+            self.ours.eval()
+            out: list[torch.Tensor] = [torch.empty(0)] * len(seqs)
+            with torch.inference_mode(), ctx():
+                for b in batches:
+                    x, n = padded(seqs, b)
+                    emb = self.ours(x.unsqueeze(1), n.to(x.device)).embeddings
+                    for j, i in enumerate(b):
+                        out[i] = emb[j : j + 1]
+            return out
+
+        fns = {"OpenGait": theirs, "one-at-a-time": ours_single, "batched": ours_batched}
+        return fns, 1.0 - frames / slots
+
+
+def cpu_report(root: str, args: argparse.Namespace) -> None:
+    pair = Pair(root, torch.device("cpu"))
+    peer = pair.peer
+    print(f"OpenGait {peer.commit} from {peer.root}")
+    if peer.placeholders:
+        print(
+            f"  (not installed, replaced by placeholders GaitGL never calls: {peer.placeholders})"
+        )
+    g = torch.Generator().manual_seed(0)
+    diff = pair.agreement(torch.rand(1, 40, 64, 44, generator=g))
+    print(f"same weights: eval embeddings differ by at most {diff:.1e} (goal <= 1e-5)")
+    x = torch.rand(args.batch, args.frames, 64, 44, generator=g)
+    labels = torch.arange(args.batch) // 4
+    t = alternate(pair.train_fns(x, labels, None), args.reps)
+    ratio = t["OpenGait"] / t["package"]
+    print(
+        f"train step {args.batch} seq x {args.frames} frames, fwd + triplet + CE + bwd: OpenGait "
+        f"{t['OpenGait']:.2f} s, package {t['package']:.2f} s -> {ratio:.2f}x (goal >= 1.5x)"
+    )
+    lengths = torch.randint(30, 121, (args.eval_seqs,), generator=g).tolist()
+    seqs = [torch.rand(n, 64, 44, generator=g) for n in lengths]
+    fns, waste = pair.eval_fns(seqs, args.eval_batch, None)
+    a, b = fns["one-at-a-time"](), fns["batched"]()
+    same = max(float((u - v).abs().max()) for u, v in zip(a, b, strict=True))
+    t = alternate(fns, args.reps)
+    print(
+        f"evaluation, {args.eval_seqs} sequences of 30-120 frames: OpenGait one per call "
+        f"{t['OpenGait']:.2f} s; package one at a time {t['one-at-a-time']:.2f} s "
+        f"({t['OpenGait'] / t['one-at-a-time']:.2f}x), batched {t['batched']:.2f} s "
+        f"({t['OpenGait'] / t['batched']:.2f}x, goal >= 3x; padding {100 * waste:.1f}% of frames, "
+        f"goal <= 10%; batched vs one at a time differ by {same:.1e})"
+    )
+
+
+def gpu_report(root: str | None, args: argparse.Namespace) -> None:
+    from torch.utils.flop_counter import FlopCounterMode
+
+    dev = torch.device("cuda")
+    name = torch.cuda.get_device_name(dev)
+    peak = next((v for k, v in CARD_PEAK_BF16.items() if k in name), None)
+    batch, frames = args.gpu_batch, args.frames
+    g = torch.Generator().manual_seed(0)
+    x = torch.rand(batch, frames, 64, 44, generator=g).to(dev)
+    labels = (torch.arange(batch) // 8).to(dev)
+    if root:
+        pair = Pair(root, dev)
+        fns = pair.train_fns(x, labels, torch.bfloat16)
+    else:
+        ours = instantiate(OmegaConf.load(CONF / "opengait_gaitgl.yaml"), num_classes=CLASSES)
+        ours = ours.to(dev)
+        loss = GaitGLLoss()
+
+        def step() -> None:
+            ours.zero_grad(set_to_none=True)
+            with torch.autocast("cuda", dtype=torch.bfloat16):
+                out = ours(x.unsqueeze(1))
+                total = loss(out.embeddings, out.logits, labels).total
+            total.backward()
+
+        fns = {"package": step}
+
+    def synced(fn: Callable[[], object]) -> Callable[[], object]:
+        def run() -> None:
+            fn()
+            torch.cuda.synchronize()
+
+        return run
+
+    counts = {}
+    for k, fn in fns.items():
+        with FlopCounterMode(display=False) as counter:
+            fn()
+        counts[k] = counter.get_total_flops()
+    torch.cuda.synchronize()
+    torch.cuda.reset_peak_memory_stats()
+    t = alternate({k: synced(fn) for k, fn in fns.items()}, args.reps)
+    mem = torch.cuda.max_memory_allocated() / 2**30
+    print(f"GPU {name}, bf16 autocast, opengait_gaitgl (CASIA-B net), batch {batch} x {frames}:")
+    for k in fns:
+        tf = counts[k] / t[k] / 1e12
+        of_peak = f" = {100 * tf / peak:.1f}% of the card's {peak:.0f}" if peak else ""
+        print(f"  {k:<9} train {batch / t[k]:8.1f} seq/s   {tf:6.1f} TFLOP/s{of_peak}")
+    print(f"  peak memory (both runs) {mem:.2f} GiB")
+    if "OpenGait" in t:
+        print(
+            f"  train ratio package / OpenGait: {t['OpenGait'] / t['package']:.2f}x (goal >= 1.5x)"
+        )
+    seqs = [torch.rand(n, 64, 44, generator=g).to(dev) for n in range(30, 121, 6)]
+    if root:
+        efns, waste = pair.eval_fns(seqs, args.eval_batch * 4, torch.bfloat16)
+        et = alternate({k: synced(fn) for k, fn in efns.items()}, args.reps)
+        for k, v in et.items():
+            print(f"  {k:<13} eval {len(seqs) / v:8.1f} seq/s")
+        print(
+            f"  eval ratio batched / OpenGait: {et['OpenGait'] / et['batched']:.2f}x (goal >= 3x; "
+            f"padding {100 * waste:.1f}%)"
+        )
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--reps", type=int, default=5)
+    ap.add_argument("--batch", type=int, default=8)
+    ap.add_argument("--frames", type=int, default=30)
+    ap.add_argument("--eval-seqs", type=int, default=12)
+    ap.add_argument("--eval-batch", type=int, default=4)
+    ap.add_argument("--gpu-batch", type=int, default=64)
+    ap.add_argument("--threads", type=int, default=2)
+    args = ap.parse_args()
+    torch.set_num_threads(args.threads)
+    root = os.environ.get(ENV)
+    print(f"side by side with OpenGait (CPU, {args.threads} threads, torch {torch.__version__})")
+    if not root:
+        print(
+            f"  {ENV} not set: skipped (set it to an OpenGait checkout to compare on the same "
+            "weights; the other benchmarks use the package's own baselines)"
+        )
+    else:
+        try:
+            cpu_report(root, args)
+        except PeerError as exc:
+            print(f"  {exc}")
+            root = None
+    if torch.cuda.is_available():
+        gpu_report(root, args)
+    else:
+        print("  (no CUDA device: GPU seq/s, peak memory, TFLOP/s and the GPU ratio not measured)")
+
+
+if __name__ == "__main__":
+    main()
