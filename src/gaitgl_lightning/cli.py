@@ -4,26 +4,47 @@ This is the only module that uses ``@hydra.main``. It adds what a plain Hydra ap
 Lightning: W&B falls back to offline mode when no account is configured, and a multirun sweep
 combined with script-relaunching DDP (which re-runs the whole sweep inside every rank, upstream
 Lightning #11300 / Hydra #2070) is switched to the safe ``ddp_spawn`` path.
+
+Errors: the package's own failures (``gaitgl_lightning.errors``) and Hydra's configuration
+errors end the command with ONE line on stderr that names the file or setting and what to do,
+and exit status 1. Anything else is a bug and keeps its full traceback. ``HYDRA_FULL_ERROR=1``
+shows the full traceback of every error (Hydra's own switch).
 """
 
 from __future__ import annotations
 
 import logging
 import os
+import re
+import sys
 from pathlib import Path
 from typing import Any
 
 import hydra
 from hydra.core.hydra_config import HydraConfig
+from hydra.errors import CompactHydraException, InstantiationException
 from hydra.types import RunMode
 from omegaconf import DictConfig, open_dict
+from omegaconf.errors import (
+    GrammarParseError,
+    InterpolationResolutionError,
+    MissingMandatoryValue,
+    OmegaConfBaseException,
+)
 
 from gaitgl_lightning import config_dir
+from gaitgl_lightning.errors import ConfigError, GaitGLError
 
 log = logging.getLogger(__name__)
 
 #: Environment variables that mean "the ranks were started by a launcher, not by Lightning".
 _EXTERNAL_LAUNCH = ("LOCAL_RANK", "TORCHELASTIC_RUN_ID")
+#: Hydra's switch for full tracebacks; the CLI also sets it itself (with ``_SHORT_ERRORS``) so
+#: that Hydra hands every exception back to it instead of printing a stripped traceback.
+FULL_ERROR_ENV = "HYDRA_FULL_ERROR"
+_SHORT_ERRORS = "GAITGL_SHORT_ERRORS"
+#: Configuration errors of OmegaConf raised while a task reads its config.
+_CONFIG_ERRORS = (MissingMandatoryValue, InterpolationResolutionError, GrammarParseError)
 
 
 def wandb_default_offline() -> None:
@@ -62,7 +83,7 @@ def guard_multirun_ddp(cfg: DictConfig) -> None:
         return
     launcher = str(HydraConfig.get().runtime.choices.get("hydra/launcher", "basic"))
     if launcher != "basic":
-        raise RuntimeError(
+        raise ConfigError(
             f"multirun with trainer.strategy=ddp and hydra/launcher={launcher}: give the launcher "
             "one task per device (e.g. hydra/launcher=submitit_slurm with tasks_per_node = GPUs "
             "per node) so that it, not Lightning, starts the ranks; see docs/cluster.md"
@@ -75,12 +96,36 @@ def guard_multirun_ddp(cfg: DictConfig) -> None:
         cfg.trainer.strategy = "ddp_spawn"
 
 
+class UserExit(SystemExit):
+    """Ends the command with the one-line message of an error the user can fix (exit 1)."""
+
+    def __init__(self, line: str) -> None:
+        super().__init__(1)
+        self.line = line
+
+
+def _multirun() -> bool:
+    try:
+        return HydraConfig.get().mode == RunMode.MULTIRUN
+    except ValueError:
+        return False
+
+
 @hydra.main(config_path=str(config_dir()), config_name="train", version_base="1.3")
 def _main(cfg: DictConfig) -> Any:
     from gaitgl_lightning.run import run_task  # heavy imports after Hydra parsed the CLI
 
     guard_multirun_ddp(cfg)
-    result = run_task(cfg)
+    try:
+        result = run_task(cfg)
+    except Exception as err:
+        # A single run ends here with the one line, before Hydra prints its "Error executing
+        # job" header; a multirun job's error goes back to Hydra, which runs the other jobs
+        # first and then raises it (main() prints the line then).
+        line = None if full_trace_requested() or _multirun() else user_error_line(err)
+        if line is None:
+            raise
+        raise UserExit(line) from None
     if isinstance(result, dict):
         final = result.get("final") or result.get("eval") or {}
         summary = final.get("summary") if isinstance(final, dict) else None
@@ -89,8 +134,92 @@ def _main(cfg: DictConfig) -> Any:
     return None
 
 
+def _one_line(text: str) -> str:
+    """Collapse a multi-line message (Hydra's option lists, OmegaConf's ``full_key`` lines)."""
+    out = ""
+    for raw in str(text).splitlines():
+        line = raw.strip()
+        if not line:
+            continue
+        if not out:
+            out = line
+        elif out.endswith((":", ".")):
+            out = f"{out} {line}"
+        elif raw[:1].isspace():  # an indented item of a list
+            out = f"{out}, {line}"
+        else:
+            out = f"{out}; {line}"
+    return out
+
+
+def _full_key(text: str) -> str | None:
+    match = re.search(r"full_key: *(\S+)", text)
+    return match.group(1) if match and match.group(1) else None
+
+
+def user_error_line(err: BaseException) -> str | None:
+    """The one line the CLI prints for an error the user can fix; None for a bug.
+
+    Family errors print their message; Hydra's composition errors (unknown override, missing
+    config group option, override syntax) their message and OmegaConf's cause; an error raised
+    while Hydra instantiates a config node (a constructor refusing a value) the constructor's
+    message and the node. Everything else (a bug) gets None and keeps its traceback.
+    """
+    if isinstance(err, GaitGLError):
+        return _one_line(str(err))
+    if isinstance(err, InstantiationException):
+        cause = err.__cause__ or err.__context__
+        if isinstance(cause, OmegaConfBaseException):
+            return user_error_line(cause)
+        if cause is not None and not isinstance(cause, GaitGLError | ValueError | TypeError):
+            return None  # a constructor failed in a way no setting explains: a bug
+        text = _one_line(str(cause if cause is not None else err).split("full_key:")[0])
+        where = _full_key(str(err))
+        return f"{text} (config node {where})" if where else text
+    if isinstance(err, CompactHydraException):
+        text = _one_line(str(err))
+        cause = err.__cause__
+        if isinstance(cause, OmegaConfBaseException):
+            text = f"{text}: {_one_line(str(cause).split('full_key:')[0])}"
+        return text
+    inner = err.__cause__ or err.__context__
+    if isinstance(err, OmegaConfBaseException) and isinstance(inner, GaitGLError):
+        return _one_line(str(inner))  # raised by a resolver (``${gaitgl.*:...}``)
+    if isinstance(err, _CONFIG_ERRORS):
+        where = _full_key(str(err))
+        text = _one_line(str(err).split("full_key:")[0])
+        return f"{where}: {text}" if where and where not in text else text
+    return None
+
+
+def full_trace_requested() -> bool:
+    """True when the user asked for full tracebacks (``HYDRA_FULL_ERROR=1``)."""
+    return os.environ.get(FULL_ERROR_ENV) == "1" and os.environ.get(_SHORT_ERRORS) != "1"
+
+
 def main() -> None:
     """Entry point of ``python -m gaitgl_lightning`` and of the ``gaitgl`` script."""
     wandb_default_offline()
     os.environ.setdefault("WANDB_START_METHOD", "thread")
-    _main()
+    if full_trace_requested():
+        _main()
+        return
+    # Hydra re-raises when HYDRA_FULL_ERROR=1; the marker tells processes started from this one
+    # (DDP ranks re-run this command) that the short form is still wanted.
+    os.environ[FULL_ERROR_ENV] = os.environ[_SHORT_ERRORS] = "1"
+    try:
+        _main()
+    except UserExit as stop:
+        _exit_with(stop.line)
+    except Exception as err:
+        line = user_error_line(err)
+        if line is None:
+            raise
+        _exit_with(line)
+
+
+def _exit_with(line: str) -> None:
+    """Print the one line on stderr and exit with status 1."""
+    sys.stderr.write(f"error: {line}  [full trace: {FULL_ERROR_ENV}=1]\n")
+    sys.stderr.flush()
+    raise SystemExit(1) from None

@@ -24,6 +24,7 @@ from gaitgl_lightning.data.prepare import generate_store, is_complete, prepare_s
 from gaitgl_lightning.data.samplers import EvalShardSampler, PKBatchSampler, check_pk
 from gaitgl_lightning.data.store import PackedStore
 from gaitgl_lightning.data.synthetic import SyntheticGait
+from gaitgl_lightning.errors import ConfigError, MissingDataError
 
 log = logging.getLogger(__name__)
 
@@ -98,7 +99,7 @@ class GaitDataModule(L.LightningDataModule):
             generate_store(gen, self.store_dir, self.height, self.prepare_workers)
             return
         if not self.source:
-            raise FileNotFoundError(
+            raise MissingDataError(
                 f"{self.store_dir}: no packed store for dataset {self.dataset_name!r}; give the raw data "
                 f"with dataset.source=<folder> (a PNG tree or OpenGait pickles), or point "
                 "dataset.store at a prepared store"
@@ -125,12 +126,12 @@ class GaitDataModule(L.LightningDataModule):
         train_ids = sorted(set(partition["TRAIN_SET"]) & present)
         test_ids = sorted(set(partition["TEST_SET"]) & present)
         if not train_ids or not test_ids:
-            raise ValueError(
+            raise ConfigError(
                 f"{self.store_dir}: the partition matches {len(train_ids)} train and "
                 f"{len(test_ids)} test subjects of the store; check dataset.partition"
             )
         if len(train_ids) != self.num_classes:
-            raise ValueError(
+            raise ConfigError(
                 f"dataset {self.dataset_name}: num_classes={self.num_classes} but the train partition has "
                 f"{len(train_ids)} identities in {self.store_dir}; set dataset.num_classes="
                 f"{len(train_ids)}"

@@ -18,7 +18,7 @@ from torch import nn
 
 from gaitgl_lightning.data.formats import DataFormatError, read_png
 from gaitgl_lightning.data.pretreatment import SkipReport, align_sequence, side_cut
-from gaitgl_lightning.data.store import atomic_write_bytes
+from gaitgl_lightning.fileio import atomic_write_bytes
 
 
 def sequence_folders(root: Path) -> list[Path]:

@@ -18,13 +18,14 @@ import torch
 from torch import nn
 
 from gaitgl_lightning import __version__
+from gaitgl_lightning.errors import TrainingError
 from gaitgl_lightning.evaluation import evaluate, gather_by_index
 
 OptimizerFactory = Callable[[Iterable[nn.Parameter]], torch.optim.Optimizer]
 SchedulerFactory = Callable[[torch.optim.Optimizer], Any]
 
 
-class NonFiniteLossError(FloatingPointError):
+class NonFiniteLossError(TrainingError, FloatingPointError):
     """Training stopped on a NaN / inf loss (the last checkpoint written before it is kept)."""
 
 

@@ -8,13 +8,15 @@ from __future__ import annotations
 
 from omegaconf import OmegaConf
 
+from gaitgl_lightning.errors import ConfigError
+
 
 def synthetic_classes(size: str) -> int:
     """Training identities of the synthetic preset ``size``."""
     from gaitgl_lightning.data.synthetic import SIZES
 
     if size not in SIZES:
-        raise ValueError(f"synthetic dataset size {size!r} is not one of {sorted(SIZES)}")
+        raise ConfigError(f"synthetic dataset size {size!r} is not one of {sorted(SIZES)}")
     return int(SIZES[size]["train_subjects"])  # type: ignore[call-overload]
 
 

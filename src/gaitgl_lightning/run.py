@@ -6,7 +6,6 @@ call them with a config from Hydra's compose API without going through ``@hydra.
 
 from __future__ import annotations
 
-import json
 import logging
 import re
 from collections.abc import Callable, Mapping
@@ -22,19 +21,15 @@ from lightning.pytorch.utilities import rank_zero_only
 from omegaconf import DictConfig, OmegaConf
 
 from gaitgl_lightning import __version__
-from gaitgl_lightning.data.store import atomic_write_text
 from gaitgl_lightning.datamodule import GaitDataModule
+from gaitgl_lightning.errors import ConfigError, MissingCheckpointError
+from gaitgl_lightning.fileio import atomic_write_json
 from gaitgl_lightning.module import GaitGLModule
 
 log = logging.getLogger(__name__)
 
 
 # --------------------------------------------------------------------------------- helpers
-def atomic_write_json(path: Path, payload: Mapping[str, Any]) -> None:
-    """Write JSON atomically (temporary file, then rename)."""
-    atomic_write_text(path, json.dumps(payload, indent=2, sort_keys=True, default=str))
-
-
 def output_dir(cfg: DictConfig) -> Path:
     """The run's output dir (Hydra's, or ``paths.output_dir`` when composed without a run)."""
     return Path(str(cfg.paths.output_dir))
@@ -99,13 +94,13 @@ def _resolve_ckpt(cfg: DictConfig) -> str | None:
     if str(ckpt) == "last":
         path = output_dir(cfg) / "checkpoints" / "last.ckpt"
         if not path.is_file():
-            raise FileNotFoundError(
+            raise MissingCheckpointError(
                 f"ckpt_path=last: no {path}; pass the run dir again with "
                 "hydra.run.dir=<the run to resume> or give ckpt_path=<file>"
             )
         return str(path)
     if not Path(str(ckpt)).is_file():
-        raise FileNotFoundError(f"ckpt_path: no checkpoint file at {ckpt}")
+        raise MissingCheckpointError(f"ckpt_path={ckpt}: no checkpoint file there")
     return str(ckpt)
 
 
@@ -264,7 +259,7 @@ def evaluate_checkpoint(cfg: DictConfig) -> dict[str, Any]:
     """``task=eval``: evaluate ``ckpt_path`` on the dataset's protocol."""
     ckpt = _resolve_ckpt(cfg)
     if ckpt is None:
-        raise ValueError("task=eval needs ckpt_path=<file> (or ckpt_path=last with its run dir)")
+        raise ConfigError("task=eval needs ckpt_path=<file> (or ckpt_path=last with its run dir)")
     datamodule = build_datamodule(cfg)
     module = build_module(cfg)
     trainer = build_trainer(cfg, logger=False)
@@ -303,10 +298,10 @@ def extract(cfg: DictConfig) -> dict[str, Any]:
 
     ckpt = _resolve_ckpt(cfg)
     if ckpt is None:
-        raise ValueError("task=extract needs ckpt_path=<a trained checkpoint>")
+        raise ConfigError("task=extract needs ckpt_path=<a trained checkpoint>")
     options: DictConfig = cfg.get("extract") or OmegaConf.create({})
     if not options.get("input"):
-        raise ValueError("task=extract needs extract.input=<folder of silhouette PNGs>")
+        raise ConfigError("task=extract needs extract.input=<folder of silhouette PNGs>")
     loaded = load_network(ckpt, fallback_config=cfg)
     net, run_cfg = loaded.net, loaded.config
     height = int(run_cfg.dataset.height)
@@ -349,6 +344,6 @@ def run_task(cfg: DictConfig) -> Any:
     """Dispatch on ``cfg.task``."""
     task = str(cfg.get("task", "train"))
     if task not in TASKS:
-        raise ValueError(f"task={task!r} is not one of {sorted(TASKS)}")
+        raise ConfigError(f"task={task!r} is not one of {sorted(TASKS)}")
     torch.set_float32_matmul_precision("high")
     return TASKS[task](cfg)

@@ -20,7 +20,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from gaitgl_lightning.data.store import atomic_write_text
+from gaitgl_lightning.fileio import atomic_write_text
 
 NOTEBOOKS = ("inspect_run", "compare_sweep", "embeddings")
 

@@ -11,6 +11,7 @@ from torch.utils.data import Dataset
 
 from gaitgl_lightning.data.pretreatment import side_cut
 from gaitgl_lightning.data.store import PackedStore
+from gaitgl_lightning.errors import ConfigError
 
 SAMPLE_TYPES = ("fixed_ordered", "fixed_unordered", "all")
 
@@ -34,7 +35,7 @@ def sample_frames(length: int, frames: int, mode: str, rng: np.random.Generator)
         return tiled[start : start + frames]
     if mode == "fixed_unordered":
         return rng.choice(length, size=frames, replace=length < frames)
-    raise ValueError(f"frame sampling {mode!r} is not one of {SAMPLE_TYPES}")
+    raise ConfigError(f"frame sampling {mode!r} is not one of {SAMPLE_TYPES}")
 
 
 class TrainClips(Dataset[dict[str, Any]]):
@@ -49,7 +50,7 @@ class TrainClips(Dataset[dict[str, Any]]):
         sample_type: str = "fixed_ordered",
     ) -> None:
         if sample_type not in SAMPLE_TYPES[:2]:
-            raise ValueError(f"train frame sampling must be one of {SAMPLE_TYPES[:2]}")
+            raise ConfigError(f"train frame sampling must be one of {SAMPLE_TYPES[:2]}")
         self.store, self.indices, self.labels = store, list(indices), list(labels)
         self.frames, self.sample_type = int(frames), sample_type
 

@@ -27,10 +27,12 @@ from typing import Any
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
+from gaitgl_lightning.errors import DataError
+
 LAYOUTS = ("casia_b", "oumvlp", "grew", "gait3d", "pkl")
 
 
-class DataFormatError(ValueError):
+class DataFormatError(DataError):
     """A file or folder that is not what its layout promises (the message names it)."""
 
 

@@ -15,6 +15,8 @@ from typing import Any
 import numpy as np
 from torch.utils.data import Sampler
 
+from gaitgl_lightning.errors import BatchError, CheckpointError
+
 
 class PKBatchSampler(Sampler[list[tuple[int, int]]]):
     """Infinite P x K batches: P distinct identities, K sequences each.
@@ -75,7 +77,7 @@ class PKBatchSampler(Sampler[list[tuple[int, int]]]):
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         if (state.get("p"), state.get("k")) != (self.p, self.k):
-            raise ValueError(
+            raise CheckpointError(
                 f"sampler state is for P x K = {state.get('p')} x {state.get('k')}, "
                 f"this run uses {self.p} x {self.k}"
             )
@@ -85,14 +87,14 @@ class PKBatchSampler(Sampler[list[tuple[int, int]]]):
 def check_pk(p: int, k: int, num_ids: int, world_size: int) -> None:
     """Fail before training, saying what to change, when P x K cannot be served."""
     if p < 2 or k < 1:
-        raise ValueError(f"P x K = {p} x {k}: the triplet loss needs P >= 2 identities and K >= 1")
+        raise BatchError(f"P x K = {p} x {k}: the triplet loss needs P >= 2 identities and K >= 1")
     if p > num_ids:
-        raise ValueError(
+        raise BatchError(
             f"P = {p} identities per batch, but the train partition has only {num_ids}: "
             f"set dataset.P <= {num_ids}"
         )
     if (p * k) % world_size:
-        raise ValueError(
+        raise BatchError(
             f"P x K = {p} x {k} = {p * k} is not divisible by the world size {world_size}: "
             "choose P, K or the number of devices so that it is"
         )

@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -29,37 +28,14 @@ from typing import Any
 import numpy as np
 
 from gaitgl_lightning.data.meta import SequenceMeta
+from gaitgl_lightning.errors import StoreError
+from gaitgl_lightning.fileio import atomic_write_text
 
 FORMAT = "gaitgl-packed-v1"
 FRAMES = "frames.u8"
 INDEX = "index.json"
 PARTIAL = "frames.u8.partial"
 PROGRESS = "progress.jsonl"
-
-
-class StoreError(RuntimeError):
-    """A store that is missing, incomplete or inconsistent (the message names the file)."""
-
-
-def atomic_write_bytes(path: Path, data: bytes) -> None:
-    """Write through a temporary file in the same directory, then rename over ``path``: a
-    reader (or a crash) never sees half a file, and an existing file is never truncated."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
-def atomic_write_text(path: Path, text: str) -> None:
-    """``atomic_write_bytes`` for UTF-8 text."""
-    atomic_write_bytes(path, text.encode("utf-8"))
 
 
 @dataclass(frozen=True)

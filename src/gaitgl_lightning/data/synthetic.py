@@ -22,6 +22,8 @@ from dataclasses import dataclass, field
 import numpy as np
 from PIL import Image, ImageDraw
 
+from gaitgl_lightning.errors import ConfigError
+
 #: CASIA-B sequence types, in order.
 SEQUENCE_TYPES = (
     *(f"nm-{i:02d}" for i in range(1, 7)),
@@ -138,7 +140,7 @@ class SyntheticGait:
     def preset(cls, size: str, seed: int = 0, **overrides: object) -> SyntheticGait:
         """The ``tiny`` / ``default`` presets, with optional overrides."""
         if size not in SIZES:
-            raise ValueError(f"synthetic dataset size {size!r} is not one of {sorted(SIZES)}")
+            raise ConfigError(f"synthetic dataset size {size!r} is not one of {sorted(SIZES)}")
         kwargs = {**SIZES[size], **overrides}
         render = kwargs.pop("render", None)
         gen = cls(seed=seed, **kwargs)  # type: ignore[arg-type]
@@ -153,12 +155,12 @@ class SyntheticGait:
         self.types = tuple(str(t) for t in self.types)
         self.frames = (int(self.frames[0]), int(self.frames[1]))
         if not 0 < self.train_subjects < self.subjects:
-            raise ValueError(
+            raise ConfigError(
                 f"synthetic dataset: train_subjects={self.train_subjects} must be between 1 "
                 f"and subjects-1={self.subjects - 1}"
             )
         if self.frames[0] < 1 or self.frames[1] < self.frames[0]:
-            raise ValueError(f"synthetic dataset: bad frame range {self.frames}")
+            raise ConfigError(f"synthetic dataset: bad frame range {self.frames}")
 
     # ------------------------------------------------------------------------ metadata
     @property

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -16,18 +15,7 @@ from typing import Any
 import numpy as np
 
 from gaitgl_lightning.evaluation.results import EvalResult, ViewTable
-
-
-def _atomic_write_bytes(path: Path, data: bytes) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+from gaitgl_lightning.fileio import atomic_path, atomic_write_bytes
 
 
 def view_table_rich(name: str, table: ViewTable, title_suffix: str = "") -> Any:
@@ -70,7 +58,7 @@ def save_json(result: EvalResult, path: str | os.PathLike[str]) -> Path:
     """Write ``result.to_dict()`` as JSON, atomically; return the path."""
     out = Path(path)
     data = json.dumps(result.to_dict(), indent=2, sort_keys=False, allow_nan=False)
-    _atomic_write_bytes(out, (data + "\n").encode("utf-8"))
+    atomic_write_bytes(out, (data + "\n").encode("utf-8"))
     return out
 
 
@@ -80,15 +68,9 @@ def save_figure(fig: Any, path: str | os.PathLike[str]) -> Path:
     import matplotlib.pyplot as plt
 
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.stem}.", suffix=path.suffix)
-    os.close(fd)
     try:
-        fig.savefig(tmp, dpi=120, bbox_inches="tight")
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+        with atomic_path(path) as tmp:
+            fig.savefig(tmp, dpi=120, bbox_inches="tight")
     finally:
         plt.close(fig)
     return path

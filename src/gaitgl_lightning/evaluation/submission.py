@@ -8,7 +8,6 @@ of its 20 nearest gallery sequences, nearest first.
 from __future__ import annotations
 
 import os
-import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -24,6 +23,7 @@ from gaitgl_lightning.evaluation.protocols import (
     retrieval_scores,
 )
 from gaitgl_lightning.evaluation.results import EvalResult
+from gaitgl_lightning.fileio import atomic_write_text
 
 GREW_TOP = 20
 PROBE_ID_COLUMNS = ("subjects", "types", "views")
@@ -123,13 +123,5 @@ def write_grew_submission(
     for vid, row in zip(video_ids, top[:, :GREW_TOP], strict=True):
         lines.append(",".join([str(vid), *(_format_id(s) for s in row)]))
     out = Path(path)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=out.parent, prefix=f".{out.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8", newline="") as f:
-            f.write("\n".join(lines) + "\n")
-        os.replace(tmp, out)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    atomic_write_text(out, "\n".join(lines) + "\n")
     return out
