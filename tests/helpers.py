@@ -62,3 +62,15 @@ def run_cli(
         timeout=timeout,
         check=False,
     )
+
+
+def assert_one_line_error(proc: subprocess.CompletedProcess[str], *names: str) -> str:
+    """Exit status 1, one ``error:`` line on stderr naming every item in ``names``, no trace."""
+    output = proc.stdout + proc.stderr
+    assert proc.returncode == 1, output[-3000:]
+    assert "Traceback" not in output, output[-3000:]
+    errors = [line for line in proc.stderr.splitlines() if line.startswith("error: ")]
+    assert len(errors) == 1, proc.stderr[-3000:]
+    for name in names:
+        assert name in errors[0], (name, errors[0])
+    return errors[0]

@@ -7,26 +7,13 @@ data cases (trees, pickles, stores) are in ``tests/data/test_bad_inputs.py``.
 
 from __future__ import annotations
 
-import subprocess
 from pathlib import Path
 
 import pytest
-from helpers import TINY, run_cli
+from helpers import TINY, assert_one_line_error, run_cli
 
 from gaitgl_lightning.cli import user_error_line
 from gaitgl_lightning.errors import BatchError, ConfigError, GaitGLError, StoreError
-
-
-def assert_one_line_error(proc: subprocess.CompletedProcess[str], *names: str) -> str:
-    """Exit status 1, one ``error:`` line on stderr naming every item in ``names``, no trace."""
-    output = proc.stdout + proc.stderr
-    assert proc.returncode == 1, output[-3000:]
-    assert "Traceback" not in output, output[-3000:]
-    errors = [line for line in proc.stderr.splitlines() if line.startswith("error: ")]
-    assert len(errors) == 1, proc.stderr[-3000:]
-    for name in names:
-        assert name in errors[0], (name, errors[0])
-    return errors[0]
 
 
 def test_unknown_override_names_the_key(tmp_path: Path) -> None:

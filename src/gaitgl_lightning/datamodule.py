@@ -42,6 +42,8 @@ class GaitDataModule(L.LightningDataModule):
         height: aligned frame height (64 paper, 128 Gait3D, 32 the synthetic default).
         source: a raw PNG tree or OpenGait pickle tree to convert when the store is missing.
         layout: layout of ``source`` (``auto`` detects).
+        strict: refuse to finish the store when ``source`` holds damaged files or layout
+            mistakes (default: skip them; ``<store>/prepare-report.json`` lists every one).
         partition: a partition JSON path or a shipped name; None uses the store's own.
         size, synthetic: synthetic preset (``tiny`` / ``default``) and generator overrides.
         seed: seed of the training stream (and of the synthetic set).
@@ -60,6 +62,7 @@ class GaitDataModule(L.LightningDataModule):
         height: int = 64,
         source: str | None = None,
         layout: str = "auto",
+        strict: bool = False,
         partition: str | None = None,
         size: str = "default",
         synthetic: Mapping[str, Any] | None = None,
@@ -76,6 +79,7 @@ class GaitDataModule(L.LightningDataModule):
         self.P, self.K = int(P), int(K)
         self.frames, self.sample_type, self.height = int(frames), str(sample_type), int(height)
         self.source, self.layout, self.partition_file = source, str(layout), partition
+        self.strict = bool(strict)
         self.size, self.synthetic = str(size), dict(synthetic or {})
         self.num_workers, self.prepare_workers = int(num_workers), int(prepare_workers)
         self.eval_batch_size, self.eval_max_frames = int(eval_batch_size), eval_max_frames
@@ -113,6 +117,7 @@ class GaitDataModule(L.LightningDataModule):
             self.layout,
             self.height,
             self.prepare_workers,
+            strict=self.strict,
         )
 
     # ------------------------------------------------------------------------- set-up

@@ -141,20 +141,12 @@ def _frames(path: Path, suffix: str = ".png") -> tuple[Path, ...]:
 
 
 def _three_level(root: Path, suffix: str) -> Iterator[SequenceSource]:
-    """``<subject>/<type>/<view>/<frames>`` (CASIA-B, Gait3D, OpenGait pickles)."""
+    """``<subject>/<type>/<view>/<frames>`` (CASIA-B, Gait3D, OpenGait pickles).
+
+    A missing level yields nothing there (``prepare``'s layout audit names those frames)."""
     for subject in _dirs(root):
-        types = _dirs(subject)
-        if not types:
-            raise DataFormatError(
-                f"{subject}: no <type> folders under this subject (layout {root}/<id>/<type>/<view>)"
-            )
-        for seq_type in types:
-            views = _dirs(seq_type)
-            if not views:
-                raise DataFormatError(
-                    f"{seq_type}: no <view> folders (expected <id>/<type>/<view>/*{suffix})"
-                )
-            for view in views:
+        for seq_type in _dirs(subject):
+            for view in _dirs(seq_type):
                 yield SequenceSource(subject.name, seq_type.name, view.name, _frames(view, suffix))
 
 

@@ -30,35 +30,73 @@ class FrameSkipped(Exception):
         self.reason = reason
 
 
+#: What a skip report counts, in the order it prints them. ``files`` (a frame file or pickle that
+#: cannot be used: unreadable, foreign, wrongly shaped or typed) and ``layout`` (frames at the
+#: wrong depth, stray files, empty folders) mean the copy of the dataset is damaged;
+#: ``frames`` (blank or centreless frames the pretreatment drops, as OpenGait does) and
+#: ``sequences`` (a sequence left with no usable frame, or very few) are what real data holds.
+KINDS = ("files", "layout", "sequences", "frames")
+#: The kinds that ``dataset.strict=true`` refuses.
+DAMAGE = ("files", "layout")
+
+
 @dataclass
 class SkipReport:
-    """Counts of skipped frames and sequences by reason (printed at the end of ``prepare``)."""
+    """Skipped items by kind and reason: counts, and every item named (for the report file)."""
 
-    frames: Counter[str] = field(default_factory=Counter)
-    sequences: Counter[str] = field(default_factory=Counter)
-    examples: dict[str, str] = field(default_factory=dict)
+    counts: dict[str, Counter[str]] = field(default_factory=lambda: {k: Counter() for k in KINDS})
+    items: dict[str, dict[str, list[str]]] = field(default_factory=lambda: {k: {} for k in KINDS})
+
+    def add(self, kind: str, reason: str, where: str) -> None:
+        """Count one skipped item of ``kind`` (one of ``KINDS``) and remember where it is."""
+        self.counts[kind][reason] += 1
+        self.items[kind].setdefault(reason, []).append(where)
 
     def add_frame(self, reason: str, where: str) -> None:
-        self.frames[reason] += 1
-        self.examples.setdefault(f"frame:{reason}", where)
+        self.add("frames", reason, where)
 
     def add_sequence(self, reason: str, where: str) -> None:
-        self.sequences[reason] += 1
-        self.examples.setdefault(f"sequence:{reason}", where)
+        self.add("sequences", reason, where)
+
+    @property
+    def frames(self) -> Counter[str]:
+        return self.counts["frames"]
+
+    @property
+    def sequences(self) -> Counter[str]:
+        return self.counts["sequences"]
+
+    @property
+    def damage(self) -> int:
+        """How many damaged files and layout mistakes were met (what strict mode refuses)."""
+        return sum(sum(self.counts[k].values()) for k in DAMAGE)
 
     def merge(self, other: SkipReport) -> None:
-        self.frames.update(other.frames)
-        self.sequences.update(other.sequences)
-        for k, v in other.examples.items():
-            self.examples.setdefault(k, v)
+        for kind in KINDS:
+            self.counts[kind].update(other.counts[kind])
+            for reason, where in other.items[kind].items():
+                self.items[kind].setdefault(reason, []).extend(where)
 
-    def lines(self) -> list[str]:
-        """Human-readable summary, one reason per line, with an example path."""
+    def summary(self) -> dict[str, dict[str, int]]:
+        """Counts by kind and reason (what ``index.json`` keeps)."""
+        return {k: dict(self.counts[k]) for k in KINDS if self.counts[k]}
+
+    def to_dict(self) -> dict[str, dict[str, dict[str, object]]]:
+        """Every skipped item by kind and reason (the report file)."""
+        return {
+            kind: {r: {"count": len(w), "items": w} for r, w in sorted(self.items[kind].items())}
+            for kind in KINDS
+            if self.items[kind]
+        }
+
+    def lines(self, examples: int = 1) -> list[str]:
+        """Human-readable summary, one reason per line, naming the first ``examples`` items."""
         out = []
-        for kind, counts in (("frames", self.frames), ("sequences", self.sequences)):
-            for reason, n in sorted(counts.items()):
-                example = self.examples.get(f"{kind[:-1]}:{reason}", "")
-                out.append(f"skipped {n} {kind}: {reason} (e.g. {example})")
+        for kind in KINDS:
+            for reason, where in sorted(self.items[kind].items()):
+                shown = ", ".join(where[:examples])
+                more = f", ... ({len(where) - examples} more)" if len(where) > examples else ""
+                out.append(f"{kind}: {reason}: {len(where)} ({shown}{more})")
         return out or ["nothing skipped"]
 
 

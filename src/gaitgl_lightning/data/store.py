@@ -113,6 +113,11 @@ class StoreWriter:
         self._progress.flush()
         self.records.append(record)
 
+    def close(self) -> None:
+        """Stop writing without finishing: the build stays resumable."""
+        self._frames.close()
+        self._progress.close()
+
     def finish(
         self,
         dataset: str,
@@ -120,8 +125,7 @@ class StoreWriter:
         skipped: Mapping[str, Any] | None = None,
     ) -> Path:
         """Write ``index.json`` atomically and rename the frames into place."""
-        self._frames.close()
-        self._progress.close()
+        self.close()
         if not self.records:
             raise StoreError(f"{self.root}: no sequence was written (nothing usable in the source)")
         ordered = sorted(self.records, key=lambda r: r.key)
