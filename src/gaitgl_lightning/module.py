@@ -130,6 +130,18 @@ class GaitGLModule(L.LightningModule):
         self._log_throughput(len(batch["labels"]))
         return result.total
 
+    def on_before_optimizer_step(self, optimizer: torch.optim.Optimizer) -> None:
+        """Log the global 2-norm of the gradients as ``train/grad_norm``.
+
+        Why: the large-dataset recipe is SGD at lr 0.1 on a backbone with no normalisation, so
+        the gradient norm is the first sign of a run about to blow up. Lightning calls this
+        after the gradients are unscaled (fp16) and all-reduced (DDP), before any clipping.
+        """
+        grads = [p.grad for p in self.parameters() if p.grad is not None]
+        if grads:
+            norm = torch.nn.utils.get_total_norm(grads, norm_type=2.0)
+            self.log("train/grad_norm", norm.float(), on_step=True, on_epoch=False)
+
     def _check_finite(self, total: torch.Tensor, parts: Mapping[str, torch.Tensor]) -> None:
         """Raise on every rank together when any rank's loss is NaN / inf."""
         finite = bool(torch.isfinite(total.detach()).item())

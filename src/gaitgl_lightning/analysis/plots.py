@@ -27,6 +27,7 @@ TRAINING_PANELS: tuple[tuple[str, tuple[str, ...], str, bool], ...] = (
     ("mean anchor-positive/negative distance", ("train/mean_dist",), "distance", False),
     ("cross-entropy accuracy", ("train/ce_acc",), "accuracy", False),
     ("learning rate", ("train/lr",), "lr", True),
+    ("gradient norm", ("train/grad_norm",), "global 2-norm", True),
     ("throughput", ("train/seq_per_s",), "sequences / s", False),
 )
 
