@@ -14,6 +14,8 @@ from collections.abc import Sequence
 from torch.optim import Optimizer
 from torch.optim.lr_scheduler import ChainedScheduler, LinearLR, LRScheduler, MultiStepLR
 
+from gaitgl_lightning.errors import ConfigError
+
 
 def warmup_multistep(
     optimizer: Optimizer,
@@ -29,9 +31,9 @@ def warmup_multistep(
     normalisation layer, where the first steps at full lr can blow up the loss.
     """
     if int(warmup_steps) < 0:
-        raise ValueError(f"scheduler.warmup_steps must be >= 0, got {warmup_steps}")
+        raise ConfigError(f"scheduler.warmup_steps must be >= 0, got {warmup_steps}")
     if not 0.0 < float(start_factor) <= 1.0:
-        raise ValueError(f"scheduler.start_factor must lie in (0, 1], got {start_factor}")
+        raise ConfigError(f"scheduler.start_factor must lie in (0, 1], got {start_factor}")
     if int(warmup_steps) == 0:
         return MultiStepLR(optimizer, milestones=list(milestones), gamma=gamma)
     warmup = LinearLR(
