@@ -16,6 +16,7 @@ import lightning as L
 import numpy as np
 import torch
 from hydra.utils import instantiate
+from lightning.fabric.plugins.environments import SLURMEnvironment
 from lightning.pytorch.callbacks import ProgressBar
 from lightning.pytorch.utilities import rank_zero_only
 from omegaconf import DictConfig, OmegaConf
@@ -125,7 +126,9 @@ def train(cfg: DictConfig) -> dict[str, Any]:
         elif at_end and not trainer.is_global_zero:
             metrics["final"] = {}  # rank 0 holds the result and writes metrics.json
         else:
-            metrics["final"] = _evaluate(trainer, module, datamodule, ckpt_path=None)
+            metrics["final"] = _evaluate(
+                trainer, module, datamodule, ckpt_path=_trained_weights(trainer)
+            )
         best = _best_checkpoint(trainer)
         if cfg.get("eval_best", True) and best:
             if at_end and _checkpoint_step(best) == trainer.global_step:
@@ -150,6 +153,23 @@ def _save_last(trainer: L.Trainer) -> None:
     dirpath = getattr(callback, "dirpath", None)
     if callback is not None and dirpath and getattr(callback, "save_last", False):
         trainer.save_checkpoint(Path(dirpath) / "last.ckpt")
+
+
+def _trained_weights(trainer: L.Trainer) -> str | None:
+    """The ``ckpt_path`` that evaluates the weights fit ended with: ``None``, except in a SLURM job
+    that was requeued. There Lightning reads ``None`` as the run dir's newest ``hpc_ckpt_*.ckpt``
+    (how its auto-requeue resumes), an older state; a checkpoint of the final weights is named
+    instead (``last.ckpt``, or one written now). Runs on every rank."""
+    root = Path(str(trainer.default_root_dir))
+    if not (SLURMEnvironment.detect() and any(root.glob("hpc_ckpt_*.ckpt"))):
+        return None
+    callback = trainer.checkpoint_callback
+    dirpath = getattr(callback, "dirpath", None)
+    last = Path(dirpath) / "last.ckpt" if dirpath else None
+    if last is None or not getattr(callback, "save_last", False) or not last.is_file():
+        last = root / "final_weights.ckpt"
+        trainer.save_checkpoint(last)
+    return str(last)
 
 
 def _best_checkpoint(trainer: L.Trainer) -> str | None:
