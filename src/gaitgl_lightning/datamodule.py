@@ -9,8 +9,10 @@ rank-aware, so the Trainer must run with ``use_distributed_sampler=False``.
 
 from __future__ import annotations
 
+import fcntl
 import logging
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -27,6 +29,19 @@ from gaitgl_lightning.data.synthetic import SyntheticGait
 from gaitgl_lightning.errors import ConfigError, MissingDataError
 
 log = logging.getLogger(__name__)
+
+
+@contextmanager
+def store_lock(store_dir: Path) -> Iterator[None]:
+    """Hold an exclusive lock on ``<store_dir>.lock`` (an ``flock``, released if the process
+    dies): separate processes must never write one store at the same time."""
+    store_dir.parent.mkdir(parents=True, exist_ok=True)
+    with open(store_dir.parent / f"{store_dir.name}.lock", "a") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
 
 
 class GaitDataModule(L.LightningDataModule):
@@ -89,7 +104,12 @@ class GaitDataModule(L.LightningDataModule):
 
     # ------------------------------------------------------------------------- preparation
     def prepare_data(self) -> None:
-        """Generate or convert the dataset into the store, once per node."""
+        """Generate or convert the dataset into the store, once per node; jobs that share the
+        data dir (a sweep's SLURM jobs) take turns, and the later ones find the store done."""
+        with store_lock(self.store_dir):
+            self._prepare_store()
+
+    def _prepare_store(self) -> None:
         if is_complete(self.store_dir):
             return
         if self.dataset_name == "synthetic":
