@@ -32,8 +32,9 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from gaitgl_lightning.evaluation.cross_view import cross_view_hits
 from gaitgl_lightning.evaluation.distance import GalleryCache, distance_to_gallery
-from gaitgl_lightning.evaluation.protocols import cross_view_hits, retrieval_scores
+from gaitgl_lightning.evaluation.retrieval import retrieval_scores
 
 VIEWS = [f"{v:03d}" for v in (*range(0, 91, 15), *range(180, 271, 15))]  # OU-MVLP's 14 views
 

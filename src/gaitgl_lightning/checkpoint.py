@@ -7,6 +7,8 @@ instead of asking the user to repeat the model overrides of the run.
 
 from __future__ import annotations
 
+import logging
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -14,8 +16,11 @@ from typing import Any
 
 import torch
 from hydra.utils import instantiate
+from lightning.pytorch.callbacks import ModelCheckpoint
 from omegaconf import DictConfig, OmegaConf
 from torch import nn
+
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -67,3 +72,33 @@ def load_network(
         raise ValueError(f"{path}: weights do not fit the stored model config: {err}") from err
     net.eval()
     return LoadedNetwork(net=net, config=config, step=int(state.get("global_step", 0)))
+
+
+class RankOrLatestCheckpoint(ModelCheckpoint):
+    """``ModelCheckpoint`` that keeps the best by ``monitor`` and, when an evaluation could not
+    compute the monitored metric (GREW's hidden test labels: no rank-1), keeps the latest.
+
+    Lightning's own callback stops the run with an error in that case. The fallback file is
+    named with ``latest`` in place of the metric (``step020000-latest.ckpt``), so that its name
+    does not claim a score.
+    """
+
+    def _save_topk_checkpoint(self, trainer: Any, monitor_candidates: dict[str, Any]) -> None:
+        if self.save_top_k == 0 or self.monitor is None or self.monitor in monitor_candidates:
+            super()._save_topk_checkpoint(trainer, monitor_candidates)
+            return
+        if not getattr(self, "_said_latest", False):
+            log.info(
+                "checkpoint selection: no %s in this evaluation (hidden labels?): keeping the "
+                "latest checkpoint instead of the best",
+                self.monitor,
+            )
+            self._said_latest = True
+        template = self.filename
+        if template and self.monitor:
+            pattern = r"[^-{}/]*\{" + re.escape(self.monitor) + r"[^}]*\}"
+            self.filename = re.sub(pattern, "latest", template)
+        try:
+            self._save_none_monitor_checkpoint(trainer, monitor_candidates)
+        finally:
+            self.filename = template

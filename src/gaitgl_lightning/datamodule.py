@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 import lightning as L
+import numpy as np
 from torch.utils.data import DataLoader
 
 from gaitgl_lightning.data.datasets import EvalSequences, TrainClips, collate
@@ -62,6 +63,16 @@ class GaitDataModule(L.LightningDataModule):
         partition: a partition JSON path or a shipped name; None uses the store's own.
         size, synthetic: synthetic preset (``tiny`` / ``default``) and generator overrides.
         seed: seed of the training stream (and of the synthetic set).
+        distractors: add the distractor sequences (subject ``distractor``, GREW's harder
+            setting) to the evaluation set; the ``grew`` protocol puts them in the gallery.
+        val_ids: hold this many training identities out of training as a labelled validation
+            split in the evaluation set (GREW: a rank-1 to watch while the test labels are
+            hidden; a deviation from the recipe). Their sequences, in name order, become
+            gallery ``01`` / ``02`` and probes ``03``, GREW's test naming.
+
+    ``protocol`` is the one place the evaluation protocol comes from: the dataset config's
+    node, plus what the partition fixes (Gait3D's PROBE_SET). Giving both is an error, not a
+    silent choice.
     """
 
     def __init__(
@@ -86,6 +97,8 @@ class GaitDataModule(L.LightningDataModule):
         eval_max_frames: int | None = None,
         prepare_workers: int = 2,
         seed: int = 0,
+        distractors: bool = False,
+        val_ids: int = 0,
     ) -> None:
         super().__init__()
         self.dataset_name, self.store_dir = str(name), Path(str(store))
@@ -99,7 +112,9 @@ class GaitDataModule(L.LightningDataModule):
         self.num_workers, self.prepare_workers = int(num_workers), int(prepare_workers)
         self.eval_batch_size, self.eval_max_frames = int(eval_batch_size), eval_max_frames
         self.seed = int(seed)
+        self.distractors, self.val_ids = bool(distractors), int(val_ids)
         self.store: PackedStore | None = None
+        self.eval_meta: SequenceMeta  # set by setup()
         self.start_step = 0
 
     # ------------------------------------------------------------------------- preparation
@@ -142,24 +157,101 @@ class GaitDataModule(L.LightningDataModule):
 
     # ------------------------------------------------------------------------- set-up
     def setup(self, stage: str | None = None) -> None:
-        """Open the store, derive labels and splits, and check the configuration against them."""
-        if self.store is not None:
-            return
+        """Open the store, derive labels and splits, and check the configuration against them.
+
+        Evaluation alone (``validate`` / ``test``: ``task=eval``) needs only the evaluation
+        split on disk; the training identities are checked when training needs them.
+        """
+        if self.store is None:
+            self._setup_eval()
+        if stage in (None, "fit") and not hasattr(self, "train_dataset"):
+            self._setup_train()
+
+    def _partition(self, store: PackedStore) -> dict[str, list[str]]:
+        return load_partition(self.partition_file) if self.partition_file else store.partition
+
+    def _setup_eval(self) -> None:
         store = PackedStore(self.store_dir)
-        partition = load_partition(self.partition_file) if self.partition_file else store.partition
+        partition = self._partition(store)
         present = {r.subject for r in store.records}
-        train_ids = sorted(set(partition["TRAIN_SET"]) & present)
-        test_ids = sorted(set(partition["TEST_SET"]) & present)
-        if not train_ids or not test_ids:
+        listed = list(partition["TEST_SET"]) + (["distractor"] if self.distractors else [])
+        test_ids = sorted(set(listed) & present)
+        if not test_ids:
             raise ConfigError(
-                f"{self.store_dir}: the partition matches {len(train_ids)} train and "
-                f"{len(test_ids)} test subjects of the store; check dataset.partition"
+                f"{self.store_dir}: none of the partition's {len(partition['TEST_SET'])} test "
+                f"subjects is in the store ({len(present)} subjects, e.g. "
+                f"{sorted(present)[:3]}); check dataset.partition and dataset.source"
             )
+        _say_partial(
+            self.dataset_name,
+            "test",
+            len(set(partition["TEST_SET"]) & present),
+            len(partition["TEST_SET"]),
+        )
+        eval_idx = store.select(test_ids)
+        meta = store.meta(eval_idx)
+        held = self._held_out(partition, present)
+        if held:
+            val_idx = store.select(held)
+            eval_idx = [*eval_idx, *val_idx]
+            meta = _concat(meta, _as_validation(store.meta(val_idx)))
+        self._set_protocol(partition)
+        self.eval_dataset = EvalSequences(store, eval_idx, self.eval_max_frames)
+        self.eval_meta = meta
+        self.store = store
+
+    def _held_out(self, partition: Mapping[str, list[str]], present: set[str]) -> list[str]:
+        """The identities of the opt-in validation split: the last ``val_ids`` train ids."""
+        if self.val_ids <= 0:
+            return []
+        train_ids = sorted(set(partition["TRAIN_SET"]) & present)
+        if self.val_ids >= len(train_ids):
+            raise ConfigError(
+                f"dataset.val_ids={self.val_ids} but the train partition has only "
+                f"{len(train_ids)} identities in {self.store_dir}"
+            )
+        return train_ids[-self.val_ids :]
+
+    def _set_protocol(self, partition: Mapping[str, list[str]]) -> None:
+        if "PROBE_SET" not in partition:
+            return
+        if "probe_set" in self._protocol:
+            raise ConfigError(
+                f"dataset.protocol.probe_set is set and the partition "
+                f"{self.partition_file or 'of the store'} has a PROBE_SET: the probes would "
+                "have two sources; drop dataset.protocol.probe_set (the partition's list is "
+                "the benchmark's)"
+            )
+        self._protocol["probe_set"] = list(partition["PROBE_SET"])
+        self._protocol["probe_set_name"] = (
+            f"PROBE_SET of {self.partition_file or 'the store partition'} "
+            f"({len(partition['PROBE_SET'])} entries)"
+        )
+
+    def _setup_train(self) -> None:
+        store = self.store
+        assert store is not None
+        partition = self._partition(store)
+        present = {r.subject for r in store.records}
+        held = set(self._held_out(partition, present))
+        train_ids = sorted(set(partition["TRAIN_SET"]) & present - held)
+        if not train_ids:
+            raise ConfigError(
+                f"{self.store_dir}: the partition matches 0 train subjects of the store; "
+                "check dataset.partition (task=eval needs only the test subjects)"
+            )
+        _say_partial(
+            self.dataset_name,
+            "train",
+            len(set(partition["TRAIN_SET"]) & present),
+            len(partition["TRAIN_SET"]),
+        )
         if len(train_ids) != self.num_classes:
             raise ConfigError(
-                f"dataset {self.dataset_name}: num_classes={self.num_classes} but the train partition has "
-                f"{len(train_ids)} identities in {self.store_dir}; set dataset.num_classes="
-                f"{len(train_ids)}"
+                f"dataset {self.dataset_name}: num_classes={self.num_classes} but the train "
+                f"partition has {len(train_ids)} identities in {self.store_dir}"
+                + (f" ({len(held)} held out by dataset.val_ids)" if held else "")
+                + f"; set dataset.num_classes={len(train_ids)}"
             )
         world = self.trainer.world_size if self.trainer is not None else 1
         check_pk(self.P, self.K, len(train_ids), world)
@@ -172,12 +264,6 @@ class GaitDataModule(L.LightningDataModule):
             self.frames,
             self.sample_type,
         )
-        eval_idx = store.select(test_ids)
-        if "PROBE_SET" in partition:
-            self._protocol.setdefault("probe_set", partition["PROBE_SET"])
-        self.eval_dataset = EvalSequences(store, eval_idx, self.eval_max_frames)
-        self.eval_meta: SequenceMeta = store.meta(eval_idx)
-        self.store = store
 
     @property
     def protocol(self) -> dict[str, Any]:
@@ -236,3 +322,36 @@ class GaitDataModule(L.LightningDataModule):
                 state_dict.get("K"),
             )
         self.seed = int(state_dict.get("seed", self.seed))
+
+
+def _say_partial(dataset: str, split: str, found: int, listed: int) -> None:
+    """A partial download (fewer subjects than the partition lists) is fine; say so."""
+    if found < listed:
+        log.warning(
+            "%s: %d of the %d %s subjects of the partition are in the store (a partial "
+            "download?); continuing with those",
+            dataset,
+            found,
+            listed,
+            split,
+        )
+
+
+def _as_validation(meta: SequenceMeta) -> SequenceMeta:
+    """Name held-out training sequences as GREW names its test set: per subject, in name
+    order, the first two are gallery ``01`` / ``02`` (one when there are only two), the rest
+    probes ``03``."""
+    types = np.empty(len(meta), dtype=object)
+    for subject in np.unique(meta.subjects):
+        rows = np.flatnonzero(meta.subjects == subject)
+        rows = rows[np.argsort(meta.views[rows], kind="stable")]
+        n_gallery = min(2, max(1, len(rows) - 1))
+        for k, row in enumerate(rows):
+            types[row] = f"{k + 1:02d}" if k < n_gallery else "03"
+    return SequenceMeta(meta.subjects, types.astype(str), meta.views)
+
+
+def _concat(a: SequenceMeta, b: SequenceMeta) -> SequenceMeta:
+    return SequenceMeta(
+        *(np.concatenate([getattr(a, c), getattr(b, c)]) for c in ("subjects", "types", "views"))
+    )

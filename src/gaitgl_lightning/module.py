@@ -8,9 +8,11 @@ non-finite-loss decision, the evaluation summary) runs on every rank, so nothing
 
 from __future__ import annotations
 
+import logging
 import math
 import time
 from collections.abc import Callable, Iterable, Mapping
+from pathlib import Path
 from typing import Any
 
 import lightning as L
@@ -19,7 +21,9 @@ from torch import nn
 
 from gaitgl_lightning import __version__
 from gaitgl_lightning.errors import TrainingError
-from gaitgl_lightning.evaluation import evaluate, gather_by_index
+from gaitgl_lightning.evaluation import evaluate, gather_by_index, write_submission
+
+log = logging.getLogger(__name__)
 
 OptimizerFactory = Callable[[Iterable[nn.Parameter]], torch.optim.Optimizer]
 SchedulerFactory = Callable[[torch.optim.Optimizer], Any]
@@ -37,10 +41,14 @@ class GaitGLModule(L.LightningModule):
         loss: ``loss(embeddings, logits, labels) -> (total, parts)``.
         optimizer: factory taking the parameters (a Hydra ``_partial_``).
         scheduler: factory taking the optimizer, stepped every iteration, or None.
-        protocol: the evaluation protocol, ``{"name": ..., **options}``; None reads the data
-            module's ``protocol`` at evaluation time.
         seed: base seed of the mask stream; each rank adds its rank so ranks draw different masks.
         run_config: the resolved run configuration, stored in every checkpoint.
+        submission_dir: where an evaluation on hidden labels writes its submission file (keyed
+            by step); None: nowhere.
+
+    The evaluation protocol has one owner, the data module (``datamodule.protocol``: the
+    dataset config's protocol plus what the partition fixes, e.g. Gait3D's PROBE_SET), so
+    there is no second copy here that could silently win.
     """
 
     def __init__(
@@ -49,16 +57,16 @@ class GaitGLModule(L.LightningModule):
         loss: nn.Module,
         optimizer: OptimizerFactory,
         scheduler: SchedulerFactory | None = None,
-        protocol: Mapping[str, Any] | None = None,
         seed: int = 0,
         run_config: Mapping[str, Any] | None = None,
+        submission_dir: str | None = None,
     ) -> None:
         super().__init__()
         self.net = net
         self.loss = loss
         self.optimizer_factory = optimizer
         self.scheduler_factory = scheduler
-        self.protocol = dict(protocol) if protocol is not None else None
+        self.submission_dir = submission_dir
         self.seed = int(seed)
         self.run_config = dict(run_config) if run_config is not None else None
         self.last_result: Any = None  # the latest evaluation result (full object, rank 0 only)
@@ -68,6 +76,7 @@ class GaitGLModule(L.LightningModule):
         self._eval_embeddings: list[torch.Tensor] = []
         self._eval_index: list[torch.Tensor] = []
         self._step_clock: float | None = None
+        self.loaded_step: int | None = None  # the step of a checkpoint loaded for evaluation
         # Logged-metric prefix of the next evaluations (None: the stage, ``val`` / ``test``).
         # ``train`` sets ``best`` while re-scoring the best checkpoint, so that its numbers do
         # not enter the ``val/*`` curve at the last step as if the final weights had scored them.
@@ -228,9 +237,31 @@ class GaitGLModule(L.LightningModule):
                 f"evaluation gathered {len(index)} sequences but the evaluation set has "
                 f"{len(meta)}: some ranks dropped or duplicated sequences"
             )
-        protocol = dict(self.protocol if self.protocol is not None else datamodule.protocol)
+        protocol = dict(datamodule.protocol)
         name = protocol.pop("name")
-        return evaluate(name, embeddings, meta, **protocol)
+        result = evaluate(name, embeddings, meta, **protocol)
+        step = self._evaluated_step()
+        if result.submission is not None and self.submission_dir:
+            path = write_submission(result, meta, Path(self.submission_dir), step)
+            log.info("step %d: wrote the %s submission %s", step, result.submission, path)
+        if result.labels_hidden:
+            counts = ", ".join(f"{k}={v}" for k, v in result.counts.items())
+            stats = ", ".join(f"{k}={v:.4g}" for k, v in result.summary().items())
+            log.info(
+                "step %d: %s test labels are hidden, no rank-1 (%s; %s)", step, name, counts, stats
+            )
+        return result
+
+    def _evaluated_step(self) -> int:
+        """The training step the evaluated weights come from (a loaded checkpoint's own step
+        when evaluating outside ``fit``)."""
+        if self.trainer.state.fn != "fit" and self.loaded_step is not None:
+            return self.loaded_step
+        return int(self.global_step)
+
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        """Remember the step of the weights (``task=eval`` keys its outputs by it)."""
+        self.loaded_step = int(checkpoint.get("global_step", 0))
 
     # ----------------------------------------------------------------------------- checkpoint
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:

@@ -60,9 +60,9 @@ def build_module(cfg: DictConfig) -> GaitGLModule:
         loss=loss,
         optimizer=optimizer,
         scheduler=scheduler,
-        protocol=_as_dict(cfg.dataset.protocol),
         seed=int(cfg.seed),
         run_config=_as_dict(cfg),
+        submission_dir=str(output_dir(cfg) / "submissions"),
     )
 
 
@@ -223,7 +223,7 @@ def _gei_baseline(datamodule: Any, module: GaitGLModule) -> dict[str, Any]:
 
     datamodule.setup("validate")  # no-op unless fit ran in spawned processes (ddp_spawn)
     embeddings = gei_embeddings(datamodule.eval_dataset)
-    protocol = dict(module.protocol or datamodule.protocol)
+    protocol = dict(datamodule.protocol)
     name = protocol.pop("name")
     protocol["distance"] = "euc_flat"
     return evaluate(name, embeddings, datamodule.eval_meta, **protocol).to_dict()

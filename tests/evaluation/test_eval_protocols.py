@@ -10,7 +10,7 @@ import torch
 from eval_bruteforce import ap_inp, cross_view_rank1, first_rank, make_casia
 
 from gaitgl_lightning.data.meta import SequenceMeta
-from gaitgl_lightning.evaluation import evaluate
+from gaitgl_lightning.evaluation import PROTOCOLS, EvalResult, Protocol, evaluate
 from gaitgl_lightning.evaluation.distance import pairwise_distance
 
 
@@ -176,7 +176,8 @@ def test_generic_and_grew_against_brute_force() -> None:
     assert res.cmc[2] == pytest.approx(float((firsts < 2).mean()))
     gallery = ["nm-01", "nm-02", "nm-03", "nm-04"]
     gr = evaluate("grew", emb, meta, gallery_types=gallery, chunk_size=5)
-    assert set(gr.summary()) == {"rank1", "rank5", "rank10", "rank20"}
+    assert {"rank1", "rank5", "rank10", "rank20"} <= set(gr.summary())
+    assert not gr.labels_hidden and gr.submission is None  # every probe is labelled
     assert gr.summary()["rank5"] == pytest.approx(float((firsts < 5).mean()))
     assert gr.top_gallery_ids is not None and gr.top_gallery_ids.shape == (len(pidx), 20)
 
@@ -192,11 +193,35 @@ def test_gait3d_several_true_matches_and_probe_set() -> None:
     rows = [("a", "p0", "c1"), ("b", "g1", "c1"), ("a", "g2", "c1"), ("a", "g3", "c2")]
     rows += [("b", "g4", "c2"), ("a", "g5", "c2"), ("z", "pz", "c1")]
     emb = _emb([0, 2, 1, 5, 4, 3, 100])
-    res = evaluate("gait3d", emb, _meta(rows), probe_set=["p0", "pz"], ranks=(1, 2))
+    probes = ["a-p0-c1", "z-pz-c1", "q-camid1_videoid1-seq9"]  # the last is not in the set
+    res = evaluate("gait3d", emb, _meta(rows), probe_set=probes, ranks=(1, 2))
     assert res.summary()["mAP"] == pytest.approx((1 / 1 + 2 / 3 + 3 / 5) / 3)
     assert res.summary()["mINP"] == pytest.approx(3 / 5)
     assert res.summary()["rank1"] == 1.0
     assert res.counts["num_probes_without_match"] == 1  # "z" is skipped, as in the benchmark
+    assert res.counts["num_probe_set_entries"] == 3
+    assert res.counts["num_probe_set_entries_not_found"] == 1
+
+
+def test_gait3d_official_probe_entries_pick_the_named_sequence() -> None:
+    # Two sequences per subject; the probe list names the SECOND one of each, as the official
+    # PROBE_SET may: the first sequence must then be in the gallery.
+    rows = [
+        ("0002", "camid33_videoid2", "seq0"),
+        ("0002", "camid33_videoid2", "seq1"),
+        ("0003", "camid7_videoid1", "seq0"),
+        ("0003", "camid9_videoid4", "seq0"),
+    ]
+    emb = _emb([0.0, 3.0, 20.0, 8.0])
+    probes = ["0002-camid33_videoid2-seq1", "0003-camid9_videoid4-seq0"]
+    res = evaluate("gait3d", emb, _meta(rows), probe_set=probes, probe_set_name="PROBE_SET")
+    assert res.counts["num_probes"] == 2 and res.counts["num_gallery"] == 2
+    # gallery {0002/seq0 at 0, 0003/camid7 at 20}: the probe at 3 finds 0002 (right), the
+    # probe at 8 finds 0002 too (wrong).
+    assert res.summary()["rank1"] == pytest.approx(0.5)
+    assert res.options["probe_set"] == "PROBE_SET"
+    with pytest.raises(ValueError, match="none of the 1 probe-set entries"):
+        evaluate("gait3d", emb, _meta(rows), probe_set=["seq1"])  # a bare type names nothing
 
 
 def test_gait3d_default_probe_is_first_sequence_per_subject() -> None:
@@ -225,6 +250,7 @@ def test_every_protocol_result_has_rank1_and_json() -> None:
         "gait3d": (meta, {}),
         "generic": (meta, {}),
     }
+    assert set(calls) == set(PROTOCOLS)  # every registered protocol is exercised
     for name, (m, opts) in calls.items():
         for distance in ("euc_parts", "euc_flat", "cos"):
             res = evaluate(name, emb, m, distance=distance, **opts)
@@ -269,5 +295,94 @@ def test_bad_metadata_errors() -> None:
     with pytest.raises(ValueError, match="both probe and gallery"):
         evaluate("generic", emb, meta, probe_types=["nm-01"])
     with pytest.raises(ValueError, match="no probe subject appears in the gallery"):
-        rows = [("1", "01", "a"), ("2", "02", "b"), ("probe", "03", "vid1")]
-        evaluate("grew", _emb([0, 1, 2]), _meta(rows))
+        evaluate(
+            "generic",
+            emb,
+            SequenceMeta(
+                np.char.add(
+                    meta.subjects,
+                    np.where(np.isin(meta.types, ["nm-01", "nm-02", "nm-03", "nm-04"]), "", "x"),
+                ),
+                meta.types,
+                meta.views,
+            ),
+        )
+
+
+def _hidden_grew_set(
+    n_gallery: int = 25, n_hidden: int = 4, n_val: int = 0
+) -> tuple[torch.Tensor, SequenceMeta]:
+    """GREW test naming: gallery ids with 01/02, hidden probes (``probe``/03/<random name>),
+    optionally labelled validation probes of gallery subjects."""
+    rows = [(f"{i:05d}", t, f"g{i}{t}") for i in range(n_gallery) for t in ("01", "02")]
+    rows += [("probe", "03", f"x{k}q7") for k in range(n_hidden)]
+    rows += [(f"{k:05d}", "03", f"v{k}") for k in range(n_val)]
+    g = torch.Generator().manual_seed(3)
+    return torch.randn(len(rows), 3, 2, generator=g), _meta(rows)
+
+
+def test_grew_hidden_labels_give_counts_and_a_ranking_not_an_error() -> None:
+    emb, meta = _hidden_grew_set()
+    res = evaluate("grew", emb, meta)
+    assert res.labels_hidden and res.submission == "grew"
+    assert "rank1" not in res.summary() and math.isnan(res.rank1)
+    assert res.counts["num_hidden_probes"] == 4 and res.counts["num_gallery_subjects"] == 25
+    s = res.summary()
+    assert 0 < s["dist_top1_mean"] <= s["dist_top20_mean"]
+    dist = pairwise_distance(emb[50:], emb[:50])
+    assert s["dist_top1_mean"] == pytest.approx(float(dist.min(1).values.mean()), rel=1e-5)
+    assert res.probe_ids is not None and res.probe_ids.tolist() == [50, 51, 52, 53]
+    assert res.top_gallery_ids is not None and res.top_gallery_ids.shape == (4, 20)
+    assert res.to_dict()["labels_hidden"] is True
+    # Probes named otherwise whose subjects are nowhere in the gallery: hidden all the same.
+    rows = [("1", "01", "a"), ("2", "02", "b"), ("zz", "03", "vid1")]
+    assert evaluate("grew", _emb([0, 1, 2]), _meta(rows)).labels_hidden
+
+
+def test_grew_validation_probes_score_rank1_beside_the_hidden_ones() -> None:
+    emb, meta = _hidden_grew_set(n_val=6)
+    res = evaluate("grew", emb, meta)
+    assert not res.labels_hidden and res.submission == "grew"
+    assert res.counts["num_labelled_probes"] == 6 and res.counts["num_hidden_probes"] == 4
+    dist = pairwise_distance(emb[54:], emb[:50])
+    nearest = dist.argmin(1).tolist()
+    expected = np.mean([meta.subjects[j] == meta.subjects[54 + i] for i, j in enumerate(nearest)])
+    assert res.rank1 == pytest.approx(float(expected))
+    assert res.probe_ids is not None and res.probe_ids.tolist() == [50, 51, 52, 53]
+
+
+def test_grew_distractors_join_the_gallery() -> None:
+    emb, meta = _hidden_grew_set(n_gallery=22)
+    extra = _meta([("distractor", "04", f"d{k}") for k in range(3)])
+    both = SequenceMeta(
+        *(
+            np.concatenate([getattr(meta, c), getattr(extra, c)])
+            for c in ("subjects", "types", "views")
+        )
+    )
+    emb2 = torch.cat([emb, emb[:3] + 0.001])
+    res = evaluate("grew", emb2, both)
+    assert res.counts["num_gallery"] == 47 and res.counts["num_distractors"] == 3
+    assert res.counts["num_gallery_subjects"] == 22
+    without = evaluate("grew", emb2, both, distractor_types=[], probe_types=["03"])
+    assert without.counts["num_gallery"] == 44
+
+
+def test_a_protocol_is_one_class() -> None:
+    """Defining a ``Protocol`` subclass registers it; its keyword-only options are its config."""
+
+    class Nearest(Protocol):
+        name = "test_nearest"
+
+        def run(self, embeddings: torch.Tensor, meta: SequenceMeta, *, k: int = 1) -> EvalResult:
+            return EvalResult(self.name, "toy", "none", {"rank1": float(k) / 10})
+
+    try:
+        emb, meta = make_casia(subjects=2, views=("000",), seed=1)
+        assert evaluate("test_nearest", emb, meta, k=3).rank1 == pytest.approx(0.3)
+        with pytest.raises(ValueError, match="valid options: k"):
+            evaluate("test_nearest", emb, meta, j=3)
+        with pytest.raises(ValueError, match="registered twice"):
+            type("Again", (Protocol,), {"name": "test_nearest"})
+    finally:
+        PROTOCOLS.pop("test_nearest", None)

@@ -4,14 +4,9 @@ Each layout walker yields ``SequenceSource(subject, type, view, files)``: where 
 sequence are, under the names the evaluation protocols use. Every reader error names the file
 and the problem instead of surfacing a decoder traceback.
 
-Layouts (``layout=`` of ``prepare``; ``auto`` detects):
-- ``casia_b``: ``<id>/<type>-<nn>/<view>/*.png`` (also any ``<id>/<type>/<view>/*.png`` tree);
-- ``oumvlp``: ``Silhouette_<view>-<seq>/<id>/*.png`` (type = ``00`` / ``01``);
-- ``grew``: ``train/<id>/<seq>/*.png`` (subject ``<id>train``, type ``00``, as OpenGait renames them), ``test/gallery/<id>/<seq>/*.png`` (types
-  ``01``, ``02`` in name order), ``test/probe/<seq>/*.png`` (subject ``probe``, type ``03``),
-  ``distractor/<seq>/*.png`` (subject ``distractor``, type ``04``); the view is the sequence name;
-- ``gait3d``: ``<id>/<camid_videoid>/<seq>/*.png`` (type = camera/video, view = sequence);
-- ``pkl``: OpenGait's ``<id>/<type>/<view>/*.pkl`` (uint8 arrays [T, H, W]).
+Layouts (``layout=`` of ``prepare``; ``auto`` detects) are ``Layout`` subclasses registered in
+``LAYOUTS``: ``oumvlp``, ``grew``, ``gait3d``, ``pkl`` (OpenGait pickles) and ``casia_b`` (any
+``<id>/<type>/<view>/*.png`` tree); each class's docstring gives its tree.
 """
 
 from __future__ import annotations
@@ -22,15 +17,12 @@ import pickle
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
 from gaitgl_lightning.errors import DataError
-
-LAYOUTS = ("casia_b", "oumvlp", "grew", "gait3d", "pkl")
-
 
 class DataFormatError(DataError):
     """A file or folder that is not what its layout promises (the message names it)."""
@@ -150,34 +142,138 @@ def _three_level(root: Path, suffix: str) -> Iterator[SequenceSource]:
                 yield SequenceSource(subject.name, seq_type.name, view.name, _frames(view, suffix))
 
 
-def _oumvlp(root: Path) -> Iterator[SequenceSource]:
-    for folder in _dirs(root):
-        if not folder.name.startswith("Silhouette_") or "-" not in folder.name:
-            raise DataFormatError(f"{folder}: expected Silhouette_<view>-<seq> folders (OU-MVLP)")
-        view, seq = folder.name[len("Silhouette_") :].split("-", 1)
-        for subject in _dirs(folder):
-            yield SequenceSource(subject.name, seq, view, _frames(subject))
+class Layout:
+    """One way a dataset is laid out on disk: how to recognise it and walk its sequences.
+
+    A subclass with a ``name`` registers itself in ``LAYOUTS`` (adding a layout = one class);
+    ``detect`` is tried in registration order, ``casia_b`` (any ``<id>/<type>/<view>``) last.
+    ``aligned`` layouts hold frames that are aligned already (they pass through unchanged);
+    ``suffix`` is the frame file type (``.pkl``: one pickled [T, H, W] array per sequence).
+    """
+
+    name: ClassVar[str] = ""
+    aligned: ClassVar[bool] = False
+    suffix: ClassVar[str] = ".png"
+    fallback: ClassVar[bool] = False  # detected when nothing else is
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        if cls.name:
+            if cls.name in LAYOUTS:
+                raise ValueError(f"layout name {cls.name!r} is registered twice")
+            LAYOUTS[cls.name] = cls()
+
+    def detect(self, root: Path, top: list[Path]) -> bool:
+        """Whether ``root`` (with sub-folders ``top``) looks like this layout."""
+        return False
+
+    def walk(self, root: Path) -> Iterator[SequenceSource]:
+        raise NotImplementedError
 
 
-def _grew(root: Path) -> Iterator[SequenceSource]:
-    if not (root / "train").is_dir() and not (root / "test").is_dir():
-        raise DataFormatError(f"{root}: a GREW tree has train/ and test/ folders")
-    if (root / "train").is_dir():
-        for subject in _dirs(root / "train"):
-            for seq in _dirs(subject):
-                yield SequenceSource(f"{subject.name}train", "00", seq.name, _frames(seq))
-    gallery = root / "test" / "gallery"
-    if gallery.is_dir():
-        for subject in _dirs(gallery):
-            for i, seq in enumerate(_dirs(subject)):
-                yield SequenceSource(subject.name, f"{min(i + 1, 2):02d}", seq.name, _frames(seq))
-    for folder, who, seq_type in (
-        (root / "test" / "probe", "probe", "03"),
-        (root / "distractor", "distractor", "04"),
-    ):
-        if folder.is_dir():
-            for seq in _dirs(folder):
-                yield SequenceSource(who, seq_type, seq.name, _frames(seq))
+LAYOUTS: dict[str, Layout] = {}
+
+
+class OUMVLPLayout(Layout):
+    """``Silhouette_<view>-<seq>/<id>/*.png`` (type = ``00`` / ``01``)."""
+
+    name = "oumvlp"
+
+    def detect(self, root: Path, top: list[Path]) -> bool:
+        return any(p.name.startswith("Silhouette_") for p in top)
+
+    def walk(self, root: Path) -> Iterator[SequenceSource]:
+        for folder in _dirs(root):
+            if not folder.name.startswith("Silhouette_") or "-" not in folder.name:
+                raise DataFormatError(
+                    f"{folder}: expected Silhouette_<view>-<seq> folders (OU-MVLP)"
+                )
+            view, seq = folder.name[len("Silhouette_") :].split("-", 1)
+            for subject in _dirs(folder):
+                yield SequenceSource(subject.name, seq, view, _frames(subject))
+
+
+class GREWLayout(Layout):
+    """GREW as unpacked: ``train/<id>/<seq>``, ``test/gallery/<id>/<seq>``,
+    ``test/probe/<seq>`` (whose walk it is, is hidden), ``distractor/<seq>``; frames aligned.
+
+    Named as OpenGait's rearranged form names them, so both forms give the same store:
+    train subject ``<id>train`` type ``00``; gallery types ``01`` / ``02`` in name order;
+    probes subject ``probe`` type ``03``; distractors subject ``distractor`` type ``04``; the
+    view is the sequence folder name (the probe's video id in the submission).
+    """
+
+    name = "grew"
+    aligned = True
+
+    def detect(self, root: Path, top: list[Path]) -> bool:
+        return bool({"train", "test"} & {p.name for p in top})
+
+    def walk(self, root: Path) -> Iterator[SequenceSource]:
+        if not (root / "train").is_dir() and not (root / "test").is_dir():
+            raise DataFormatError(f"{root}: a GREW tree has train/ and test/ folders")
+        if (root / "train").is_dir():
+            for subject in _dirs(root / "train"):
+                for seq in _dirs(subject):
+                    yield SequenceSource(f"{subject.name}train", "00", seq.name, _frames(seq))
+        gallery = root / "test" / "gallery"
+        if gallery.is_dir():
+            for subject in _dirs(gallery):
+                for i, seq in enumerate(_dirs(subject)):
+                    seq_type = f"{min(i + 1, 2):02d}"
+                    yield SequenceSource(subject.name, seq_type, seq.name, _frames(seq))
+        for folder, who, seq_type in (
+            (root / "test" / "probe", "probe", "03"),
+            (root / "distractor", "distractor", "04"),
+        ):
+            if folder.is_dir():
+                for seq in _dirs(folder):
+                    yield SequenceSource(who, seq_type, seq.name, _frames(seq))
+
+
+class Gait3DLayout(Layout):
+    """``[2D_Silhouettes/]<id>/<camid>_<videoid>/<seq>/*.png`` (type = camera_video, view = seq),
+    so a row's ``<id>-<type>-<view>`` is its PROBE_SET entry."""
+
+    name = "gait3d"
+
+    def detect(self, root: Path, top: list[Path]) -> bool:
+        return any(p.name == "2D_Silhouettes" for p in top)
+
+    def walk(self, root: Path) -> Iterator[SequenceSource]:
+        inner = root / "2D_Silhouettes"
+        return _three_level(inner if inner.is_dir() else root, ".png")
+
+
+class PickleLayout(Layout):
+    """OpenGait's ``<id>/<type>/<view>/*.pkl`` (uint8 arrays [T, H, W], aligned)."""
+
+    name = "pkl"
+    aligned = True
+    suffix = ".pkl"
+
+    def detect(self, root: Path, top: list[Path]) -> bool:
+        return any(f.suffix == ".pkl" for f in root.glob("*/*/*/*.pkl"))
+
+    def walk(self, root: Path) -> Iterator[SequenceSource]:
+        return _three_level(root, ".pkl")
+
+
+class CasiaBLayout(Layout):
+    """``<id>/<type>-<nn>/<view>/*.png`` (also any ``<id>/<type>/<view>/*.png`` tree)."""
+
+    name = "casia_b"
+    fallback = True
+
+    def walk(self, root: Path) -> Iterator[SequenceSource]:
+        return _three_level(root, ".png")
+
+
+def get_layout(name: str) -> Layout:
+    """The registered layout ``name``."""
+    if name not in LAYOUTS:
+        raise DataFormatError(f"unknown layout {name!r}; choose one of {sorted(LAYOUTS)} or auto")
+    return LAYOUTS[name]
 
 
 def detect_layout(root: Path) -> str:
@@ -187,28 +283,17 @@ def detect_layout(root: Path) -> str:
     top = _dirs(root)
     if not top:
         raise DataFormatError(f"{root}: empty dataset folder")
-    if any(p.name.startswith("Silhouette_") for p in top):
-        return "oumvlp"
-    if {"train", "test"} & {p.name for p in top}:
-        return "grew"
-    if any(f.suffix == ".pkl" for f in root.glob("*/*/*/*.pkl")):
-        return "pkl"
-    return "casia_b"
+    for layout in LAYOUTS.values():
+        if not layout.fallback and layout.detect(root, top):
+            return layout.name
+    return next(layout.name for layout in LAYOUTS.values() if layout.fallback)
 
 
 def walk(root: str | Path, layout: str = "auto") -> Iterator[SequenceSource]:
     """Every sequence of a dataset tree."""
     root = Path(root)
-    layout = detect_layout(root) if layout == "auto" else layout
-    if layout in ("casia_b", "gait3d"):
-        return _three_level(root, ".png")
-    if layout == "pkl":
-        return _three_level(root, ".pkl")
-    if layout == "oumvlp":
-        return _oumvlp(root)
-    if layout == "grew":
-        return _grew(root)
-    raise DataFormatError(f"unknown layout {layout!r}; choose one of {LAYOUTS} or auto")
+    name = detect_layout(root) if layout == "auto" else layout
+    return get_layout(name).walk(root)
 
 
 # ------------------------------------------------------------------------------ partitions

@@ -29,6 +29,7 @@ from gaitgl_lightning.data.formats import (
     DataFormatError,
     SequenceSource,
     detect_layout,
+    get_layout,
     read_pickle_array,
     read_png,
     walk,
@@ -211,8 +212,7 @@ def prepare_store(
     """
     root = Path(source)
     layout = detect_layout(root) if layout == "auto" else layout
-    aligned = layout in ("pkl", "grew")
-    suffix = ".pkl" if layout == "pkl" else ".png"
+    aligned, suffix = get_layout(layout).aligned, get_layout(layout).suffix
     writer = StoreWriter(store, height, height)
     sources = list(walk(root, layout))
     report = audit_layout(root, sources, suffix)

@@ -1,30 +1,31 @@
 """Evaluation: gait-recognition protocols on embeddings + ``SequenceMeta`` (torch / numpy only).
 
 ``evaluate(name, embeddings, meta, **options)`` is the entry point; ``gather_by_index`` brings
-the embeddings of every process together first. See ``docs/evaluation.md`` for what each
-protocol computes.
+the embeddings of every process together first. Cross-view protocols live in ``cross_view``,
+retrieval protocols in ``retrieval``, the registry in ``registry``; ``docs/evaluation.md`` says
+what each protocol computes and ``docs/extending.md`` how to add one.
 """
 
 from __future__ import annotations
 
+from gaitgl_lightning.evaluation.cross_view import OUMVLP, CasiaB, casia_b, oumvlp
 from gaitgl_lightning.evaluation.distance import DISTANCES, pairwise_distance
 from gaitgl_lightning.evaluation.gather import gather_by_index
-from gaitgl_lightning.evaluation.protocols import (
-    PROTOCOLS,
-    casia_b,
-    evaluate,
-    gait3d,
-    generic,
-    grew,
-    oumvlp,
-)
+from gaitgl_lightning.evaluation.registry import PROTOCOLS, Protocol, evaluate
 from gaitgl_lightning.evaluation.results import EvalResult, ViewTable
-from gaitgl_lightning.evaluation.submission import write_grew_submission
+from gaitgl_lightning.evaluation.retrieval import Gait3D, Generic, Grew, gait3d, generic, grew
+from gaitgl_lightning.evaluation.submission import write_grew_submission, write_submission
 
 __all__ = [
     "DISTANCES",
+    "OUMVLP",
     "PROTOCOLS",
+    "CasiaB",
     "EvalResult",
+    "Gait3D",
+    "Generic",
+    "Grew",
+    "Protocol",
     "ViewTable",
     "casia_b",
     "evaluate",
@@ -35,4 +36,5 @@ __all__ = [
     "oumvlp",
     "pairwise_distance",
     "write_grew_submission",
+    "write_submission",
 ]

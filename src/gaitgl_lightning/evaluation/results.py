@@ -73,6 +73,10 @@ class EvalResult:
     ``alt_metrics`` the summaries of the protocol's other variants computed in the same pass.
     ``probe_ids`` / ``top_gallery_ids`` keep the top-ranked gallery subjects per probe when a
     protocol needs them for a submission file; they are not part of ``to_dict``.
+    ``labels_hidden``: the probes' labels are unknown (GREW's test set), so there is no
+    ``rank1``; ``metrics`` holds what can be known (distance statistics) and checkpoint
+    selection falls back to the latest. ``submission`` names the submission format the kept
+    ranking is for (``grew``), ``files`` what was written from this result (name -> path).
     """
 
     protocol: str
@@ -86,9 +90,12 @@ class EvalResult:
     alt_metrics: dict[str, dict[str, float]] = field(default_factory=dict)
     probe_ids: np.ndarray | None = None
     top_gallery_ids: np.ndarray | None = None
+    labels_hidden: bool = False
+    submission: str | None = None
+    files: dict[str, str] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
-        if "rank1" not in self.metrics:
+        if "rank1" not in self.metrics and not self.labels_hidden:
             raise ValueError(f"{self.protocol}: result has no 'rank1' metric")
         for k, v in self.metrics.items():
             if not math.isfinite(float(v)):
@@ -96,11 +103,11 @@ class EvalResult:
 
     @property
     def rank1(self) -> float:
-        """The headline number (what checkpoints are selected by)."""
-        return float(self.metrics["rank1"])
+        """The headline number (what checkpoints are selected by); NaN when labels are hidden."""
+        return float(self.metrics.get("rank1", math.nan))
 
     def summary(self) -> dict[str, float]:
-        """Flat ``name -> value`` (fractions in [0, 1]); ``rank1`` is always present."""
+        """Flat ``name -> value``; ``rank1`` is present unless ``labels_hidden``."""
         return {k: float(v) for k, v in self.metrics.items()}
 
     def to_dict(self) -> dict[str, Any]:
@@ -111,6 +118,8 @@ class EvalResult:
             "distance": self.distance,
             "options": _jsonable(self.options),
             "summary": self.summary(),
+            "labels_hidden": self.labels_hidden,
+            "files": dict(self.files),
             "counts": {k: int(v) for k, v in self.counts.items()},
             "view_tables": {k: t.to_dict() for k, t in self.view_tables.items()},
             "cmc": {str(k): float(v) for k, v in self.cmc.items()},
@@ -140,6 +149,8 @@ class EvalResult:
                     str(n): {str(k): float(v) for k, v in m.items()}
                     for n, m in (data.get("other_variants") or {}).items()
                 },
+                labels_hidden=bool(data.get("labels_hidden", False)),
+                files={str(k): str(v) for k, v in (data.get("files") or {}).items()},
             )
         except (KeyError, TypeError, ValueError) as err:
             raise ValueError(

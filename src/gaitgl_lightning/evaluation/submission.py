@@ -1,41 +1,36 @@
-"""GREW test-set submission file: the top-20 gallery subjects of every probe.
+"""Submission files for benchmarks that hide their test labels (GREW).
 
-GREW hides its test labels; the benchmark scores a CSV whose header is
-``videoId,rank1,...,rank20`` and whose rows hold a probe's video id followed by the subject ids
-of its 20 nearest gallery sequences, nearest first.
+GREW scores a CSV uploaded to its server: header ``videoId,rank1,...,rank20``; one row per test
+probe: the probe's video id (its ``<seq>`` folder name) followed by the subject ids of its 20
+nearest gallery sequences, nearest first, written as integers.
 """
 
 from __future__ import annotations
 
 import os
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import numpy as np
 from torch import Tensor
 
 from gaitgl_lightning.data.meta import SequenceMeta
-from gaitgl_lightning.evaluation.distance import DEFAULT_CHUNK_SIZE, check_distance
-from gaitgl_lightning.evaluation.protocols import (
-    GREW_GALLERY,
-    _check_inputs,
-    _split,
-    retrieval_scores,
-)
+from gaitgl_lightning.evaluation.distance import DEFAULT_CHUNK_SIZE
 from gaitgl_lightning.evaluation.results import EvalResult
+from gaitgl_lightning.evaluation.retrieval import GREW_GALLERY, GREW_TOP, grew
 from gaitgl_lightning.fileio import atomic_write_text
 
-GREW_TOP = 20
 PROBE_ID_COLUMNS = ("subjects", "types", "views")
 
 
 def _format_id(value: str) -> str:
-    """Subject ids are written as integers when they are numbers (``00123`` -> ``123``).
+    """Subject ids as integers (``00123`` -> ``123``), as the benchmark's submissions write them.
 
-    The benchmark's reference submissions write integer ids; a non-numeric id is written as is.
+    A non-numeric id (a distractor, which has no subject) is written as ``0``: no GREW subject
+    has that id, so it counts as a wrong guess, which is what a distractor is.
     """
     s = str(value).strip()
-    return str(int(s)) if s.isdigit() else s
+    return str(int(s)) if s.isdigit() else "0"
 
 
 def grew_top_ids(
@@ -48,23 +43,22 @@ def grew_top_ids(
     probe_types: Sequence[str] | None = None,
     top: int = GREW_TOP,
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Probe rows and the subjects of their ``top`` nearest gallery rows (no labels needed)."""
-    check_distance(distance)
-    emb = _check_inputs("grew submission", embeddings, meta)
-    pidx, gidx = _split("grew submission", meta, gallery_types, probe_types)
-    scores = retrieval_scores(
-        emb,
-        emb,
-        meta.subjects[pidx],
-        meta.subjects[gidx],
-        distance,
-        chunk_size,
-        probe_index=pidx,
-        gallery_index=gidx,
-        with_map=False,
-        top_n=top,
+    """Probe rows and the subjects of their ``top`` nearest gallery rows (no labels needed).
+
+    The rows are those the ``grew`` protocol keeps: the hidden-label probes when there are any,
+    else every probe.
+    """
+    result = grew(
+        embeddings,
+        meta,
+        distance=distance,
+        chunk_size=chunk_size,
+        gallery_types=gallery_types,
+        probe_types=probe_types,
+        keep_top=top,
     )
-    return pidx, meta.subjects[gidx][scores["top"]]
+    assert result.probe_ids is not None and result.top_gallery_ids is not None
+    return result.probe_ids, result.top_gallery_ids
 
 
 def write_grew_submission(
@@ -83,7 +77,7 @@ def write_grew_submission(
     ``source`` is either a ``grew`` result (which kept the top-20 per probe) or the embeddings
     ``[N, C, p]`` themselves (then the ranking is computed here, labels not needed). ``meta``
     names the probes: the video id of probe row ``i`` is ``meta.<probe_id_column>[i]``; the
-    field's converted GREW test layout stores it in the view column, hence the default.
+    readers store a GREW sequence's folder name in the view column, hence the default.
     """
     if meta is None:
         raise ValueError(
@@ -101,7 +95,7 @@ def write_grew_submission(
                 "(use a 'grew' result with keep_top=20, or pass the embeddings)"
             )
         pidx, top = source.probe_ids, source.top_gallery_ids
-        if int(np.max(pidx)) >= len(meta):
+        if len(pidx) and int(np.max(pidx)) >= len(meta):
             raise ValueError("write_grew_submission: the result does not belong to this meta")
     else:
         pidx, top = grew_top_ids(
@@ -125,3 +119,22 @@ def write_grew_submission(
     out = Path(path)
     atomic_write_text(out, "\n".join(lines) + "\n")
     return out
+
+
+WRITERS: dict[str, Callable[[EvalResult, Path, SequenceMeta], Path]] = {
+    "grew": lambda result, path, meta: write_grew_submission(result, path, meta),
+}
+
+
+def write_submission(result: EvalResult, meta: SequenceMeta, directory: Path, step: int) -> Path:
+    """Write the submission file ``result`` carries a ranking for, keyed by training step:
+    ``<directory>/<format>-step<step>.csv``. Records the path in ``result.files``."""
+    if result.submission is None:
+        raise ValueError(f"the {result.protocol!r} result carries no submission ranking")
+    if result.submission not in WRITERS:
+        raise ValueError(f"unknown submission format {result.submission!r}")
+    path = WRITERS[result.submission](
+        result, Path(directory) / f"{result.submission}-step{step:06d}.csv", meta
+    )
+    result.files["submission"] = str(path)
+    return path
