@@ -24,6 +24,7 @@ from PIL import Image, UnidentifiedImageError
 
 from gaitgl_lightning.errors import DataError
 
+
 class DataFormatError(DataError):
     """A file or folder that is not what its layout promises (the message names it)."""
 
