@@ -79,6 +79,26 @@ def test_eval_shards_are_disjoint_complete_and_length_sorted() -> None:
             assert [lengths[i] for i in batch] == sorted((lengths[i] for i in batch), reverse=True)
 
 
+@pytest.mark.parametrize("world", [1, 2, 3])
+def test_eval_batches_waste_at_most_the_padding_bound(world: int) -> None:
+    """Every batch (so the whole pass) pads at most 10% of its frames; each index once."""
+    lengths = np.random.default_rng(1).integers(1, 400, 251).tolist()
+    shards = [EvalShardSampler(lengths, 16, r, world, max_padding=0.1) for r in range(world)]
+    seen = sorted(i for s in shards for b in s for i in b)
+    assert seen == list(range(251))
+    for shard in shards:
+        assert shard.padding(lengths) <= 0.1
+        for batch in shard:
+            lens = [lengths[i] for i in batch]
+            assert len(batch) == 1 or 1 - sum(lens) / (max(lens) * len(lens)) <= 0.1
+    # On few, spread lengths the bound is what keeps the waste low.
+    few = np.random.default_rng(2).integers(1, 400, 40).tolist()
+    assert EvalShardSampler(few, 16, max_padding=0.99).padding(few) > 0.1
+    assert EvalShardSampler(few, 16).padding(few) <= 0.1
+    with pytest.raises(ValueError, match="max_padding"):
+        EvalShardSampler(lengths, 4, max_padding=1.0)
+
+
 def test_frame_sampling_and_collate() -> None:
     rng = np.random.default_rng(0)
     window = sample_frames(50, 30, "fixed_ordered", rng)
