@@ -23,9 +23,9 @@ from torch.utils.data import DataLoader
 from gaitgl_lightning.data.datasets import EvalSequences, TrainClips, collate
 from gaitgl_lightning.data.formats import load_partition
 from gaitgl_lightning.data.meta import SequenceMeta
-from gaitgl_lightning.data.prepare import generate_store, is_complete, prepare_store
+from gaitgl_lightning.data.prepare import generate_store, prepare_store, store_problem
 from gaitgl_lightning.data.samplers import EvalShardSampler, PKBatchSampler, check_pk
-from gaitgl_lightning.data.store import PackedStore
+from gaitgl_lightning.data.store import PackedStore, StoreDamaged
 from gaitgl_lightning.data.synthetic import SyntheticGait
 from gaitgl_lightning.errors import ConfigError, MissingDataError
 
@@ -125,7 +125,8 @@ class GaitDataModule(L.LightningDataModule):
             self._prepare_store()
 
     def _prepare_store(self) -> None:
-        if is_complete(self.store_dir):
+        problem = store_problem(self.store_dir)
+        if problem is None:
             return
         if self.dataset_name == "synthetic":
             gen = SyntheticGait.preset(self.size, seed=self.seed, **self.synthetic)
@@ -137,6 +138,8 @@ class GaitDataModule(L.LightningDataModule):
             )
             generate_store(gen, self.store_dir, self.height, self.prepare_workers)
             return
+        if not self.source and isinstance(problem, StoreDamaged):
+            raise problem  # names the file, the damage and how to repair it
         if not self.source:
             raise MissingDataError(
                 f"{self.store_dir}: no packed store for dataset {self.dataset_name!r}; give the raw data "

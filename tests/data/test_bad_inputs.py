@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import numpy as np
 import pytest
 from bad_trees import (
     SUBJECTS,
@@ -25,7 +26,7 @@ from helpers import assert_one_line_error, run_cli
 
 from gaitgl_lightning.data import prepare as prepare_mod
 from gaitgl_lightning.data.prepare import REPORT, prepare_store
-from gaitgl_lightning.data.store import PackedStore
+from gaitgl_lightning.data.store import PackedStore, StoreDamaged
 from gaitgl_lightning.errors import PrepareIncomplete
 
 PARTITION = {"TRAIN_SET": list(SUBJECTS[:3]), "TEST_SET": list(SUBJECTS[3:])}
@@ -158,3 +159,102 @@ def test_pickle_tree_skips_every_bad_pickle_and_finishes(tmp_path: Path) -> None
         assert _named(items, path), what
     with pytest.raises(PrepareIncomplete, match="strict"):
         prepare_store(source, tmp_path / "s2", "casia_b", PARTITION, workers=1, strict=True)
+
+
+# ----------------------------------------------------------------------------- damaged stores
+def _cut_index(store: Path) -> str:
+    index = store / "index.json"
+    text = index.read_text()
+    index.write_text(text[: len(text) * 2 // 3])  # cut short in the middle of "sequences"
+    return str(index)
+
+
+def _cut_data(store: Path) -> str:
+    records = PackedStore(store).records
+    last3 = sorted(records, key=lambda r: r.offset)[-3]
+    frames = store / "frames.u8"
+    with open(frames, "r+b") as fh:  # the last 3 records lose (part of) their frames
+        fh.truncate((last3.offset + 1) * 32 * 32)
+    return str(frames)
+
+
+def _record_past_the_end(store: Path) -> str:
+    index = json.loads((store / "index.json").read_text())
+    index["sequences"][10][3] += 10**6
+    (store / "index.json").write_text(json.dumps(index))
+    return "/".join(index["sequences"][10][:3])
+
+
+DAMAGES = {"index cut short": _cut_index, "data cut short": _cut_data}
+DAMAGES["record past the end"] = _record_past_the_end
+REDONE = {"index cut short": None, "data cut short": 3, "record past the end": 1}
+
+
+def _clean_store(tmp_path: Path) -> tuple[Path, Path]:
+    source = casia_b_raw(tmp_path / "CASIA-B", frames=3)
+    prepare_store(source, tmp_path / "store", "casia_b", PARTITION, height=32, workers=1)
+    return source, tmp_path / "store"
+
+
+@pytest.mark.parametrize("damage", list(DAMAGES))
+def test_damaged_store_is_named_and_repaired_from_the_source(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, damage: str
+) -> None:
+    source, store = _clean_store(tmp_path)
+    fresh = {
+        r.key: PackedStore(store).sequence(i).copy()
+        for i, r in enumerate(PackedStore(store).records)
+    }
+    named = DAMAGES[damage](store)
+    with pytest.raises(StoreDamaged, match="damaged") as err:
+        PackedStore(store)
+    assert named in str(err.value) and "dataset.source" in str(err.value)
+    redone: list[tuple[str, str, str]] = []
+    real = prepare_mod._align_source
+
+    def counting(args):  # type: ignore[no-untyped-def]
+        redone.append(args[0].key)
+        return real(args)
+
+    monkeypatch.setattr(prepare_mod, "_align_source", counting)
+    prepare_store(source, store, "casia_b", PARTITION, height=32, workers=1)
+    expected = REDONE[damage]
+    assert len(redone) == expected if expected is not None else 0 < len(redone) < 50
+    repaired = PackedStore(store)
+    assert {r.key for r in repaired.records} == set(fresh)
+    for i, r in enumerate(repaired.records):
+        np.testing.assert_array_equal(repaired.sequence(i), fresh[r.key], err_msg=str(r.key))
+
+
+def _store_args(tmp_path: Path, store: Path, *extra: str) -> list[str]:
+    args = _prepare(tmp_path, tmp_path / "unused", *extra)
+    return [a for a in args if not a.startswith(("dataset.source=", "dataset.store="))] + [
+        f"dataset.store={store}"
+    ]
+
+
+@pytest.mark.parametrize(
+    "damage",
+    [
+        "data cut short",
+        pytest.param("index cut short", marks=pytest.mark.slow),
+        pytest.param("record past the end", marks=pytest.mark.slow),
+    ],
+)
+def test_damaged_store_through_the_cli(tmp_path: Path, damage: str) -> None:
+    _, store = _clean_store(tmp_path)
+    named = DAMAGES[damage](store)
+    proc = run_cli(_store_args(tmp_path, store), tmp_path / "cli")
+    line = assert_one_line_error(proc, named, "damaged", "dataset.source=")
+    assert "no packed store" not in line
+
+
+@pytest.mark.slow
+def test_damaged_store_is_repaired_by_task_prepare(tmp_path: Path) -> None:
+    source, store = _clean_store(tmp_path)
+    _cut_data(store)
+    proc = run_cli([*_store_args(tmp_path, store), f"dataset.source={source}"], tmp_path / "cli")
+    output = proc.stdout + proc.stderr
+    assert proc.returncode == 0 and "Traceback" not in output, output[-3000:]
+    assert "Repairing: 47 intact sequences kept" in output
+    assert len(PackedStore(store)) == 50

@@ -35,7 +35,7 @@ from gaitgl_lightning.data.formats import (
     walk,
 )
 from gaitgl_lightning.data.pretreatment import DAMAGE, SkipReport, align_sequence
-from gaitgl_lightning.data.store import PackedStore, StoreWriter
+from gaitgl_lightning.data.store import PackedStore, StoreDamaged, StoreError, StoreWriter, salvage
 from gaitgl_lightning.data.synthetic import SyntheticGait
 from gaitgl_lightning.errors import PrepareIncomplete
 from gaitgl_lightning.fileio import atomic_write_json
@@ -188,6 +188,19 @@ def audit_layout(root: Path, sources: Iterable[SequenceSource], suffix: str) -> 
     return report
 
 
+def open_writer(store: str | Path, height: int) -> StoreWriter:
+    """The writer of ``store``; a damaged finished store is salvaged first, so that the build
+    rewrites only the damaged or missing sequences."""
+    try:
+        PackedStore(store)
+    except StoreDamaged as err:
+        kept = salvage(store)
+        log.warning("%s. Repairing: %d intact sequences kept, the rest is redone", err, kept)
+    except StoreError:
+        pass  # no store yet, or an interrupted build: the writer resumes it
+    return StoreWriter(store, height, height)
+
+
 def _log_report(report: SkipReport, dataset: str, path: Path) -> None:
     for line in report.lines(examples=LOG_EXAMPLES):
         damaged = any(line.startswith(f"{kind}:") for kind in DAMAGE)
@@ -213,7 +226,7 @@ def prepare_store(
     root = Path(source)
     layout = detect_layout(root) if layout == "auto" else layout
     aligned, suffix = get_layout(layout).aligned, get_layout(layout).suffix
-    writer = StoreWriter(store, height, height)
+    writer = open_writer(store, height)
     sources = list(walk(root, layout))
     report = audit_layout(root, sources, suffix)
     done = writer.done
@@ -244,7 +257,7 @@ def generate_store(
     gen: SyntheticGait, store: str | Path, height: int, workers: int = 2
 ) -> SkipReport:
     """Render the synthetic dataset straight into a packed store (through the pretreatment)."""
-    writer = StoreWriter(store, height, height)
+    writer = open_writer(store, height)
     done = writer.done
     keys = [k for k in gen.sequence_keys() if k not in done]
     report = SkipReport()
@@ -301,10 +314,16 @@ def write_png_tree(gen: SyntheticGait, root: str | Path, layout: str = "casia_b"
     return root
 
 
-def is_complete(store: str | Path) -> bool:
-    """True when ``store`` holds a finished packed store."""
+def store_problem(store: str | Path) -> StoreError | None:
+    """None when ``store`` holds a finished, intact packed store; else what is wrong with it
+    (``StoreDamaged`` for a damaged one, a plain ``StoreError`` for none or an unfinished one)."""
     try:
         PackedStore(store)
-    except Exception:
-        return False
-    return True
+    except StoreError as err:
+        return err
+    return None
+
+
+def is_complete(store: str | Path) -> bool:
+    """True when ``store`` holds a finished, intact packed store."""
+    return store_problem(store) is None

@@ -14,12 +14,19 @@ Writing is crash-safe: frames go to ``frames.u8.partial`` and every finished seq
 in ``progress.jsonl`` after its bytes are flushed; an interrupted build resumes from the log
 (truncating any half-written tail), and ``index.json`` plus the final rename happen last, so a
 directory with ``index.json`` is always complete.
+
+Opening checks every record against the data file (offset, length, frame shape): a store damaged
+after the fact (an index cut short, a data file shorter than its index, a record past the end)
+raises ``StoreDamaged`` naming the file and the damage, never a shape error later in training.
+``salvage`` turns a damaged store back into a resumable build that keeps every intact record, so
+``prepare`` rewrites only what is damaged or missing.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -36,6 +43,10 @@ FRAMES = "frames.u8"
 INDEX = "index.json"
 PARTIAL = "frames.u8.partial"
 PROGRESS = "progress.jsonl"
+
+
+class StoreDamaged(StoreError):
+    """A finished store whose files disagree (the message names the file and the damage)."""
 
 
 @dataclass(frozen=True)
@@ -67,7 +78,8 @@ class StoreWriter:
         self._progress = open(self.root / PROGRESS, "a")  # noqa: SIM115
 
     def _recover(self) -> list[Record]:
-        """Read the progress log and cut ``frames.u8.partial`` back to its last logged byte."""
+        """Read the progress log and cut ``frames.u8.partial`` back to its last logged byte
+        (records the data no longer holds are dropped: they are redone)."""
         records: list[Record] = []
         log = self.root / PROGRESS
         if log.exists():
@@ -76,16 +88,23 @@ class StoreWriter:
                     records.append(Record(**json.loads(line)))
                 except (json.JSONDecodeError, TypeError):
                     break  # a torn last line: everything after it is redone
-        frame_bytes = self.height * self.width
-        end = (records[-1].offset + records[-1].length) if records else 0
         partial = self.root / PARTIAL
+        if not partial.exists() and (self.root / FRAMES).exists():
+            os.replace(self.root / FRAMES, partial)  # a salvage stopped before its last step
+        frame_bytes = self.height * self.width
         if partial.exists():
-            size = partial.stat().st_size
-            if size < end * frame_bytes:
-                raise StoreError(f"{partial}: shorter than {log} says; delete {self.root}")
+            frames = partial.stat().st_size // frame_bytes
+            end = 0
+            kept = []
+            for r in records:
+                if r.offset != end or r.offset + r.length > frames:
+                    break
+                kept.append(r)
+                end = r.offset + r.length
+            records = kept
             with open(partial, "r+b") as fh:
                 fh.truncate(end * frame_bytes)
-        elif records:
+        else:
             records = []
         atomic_write_text(log, "".join(json.dumps(r.__dict__) + "\n" for r in records))
         return records
@@ -157,29 +176,24 @@ class PackedStore:
                 else ""
             )
             raise StoreError(f"{index_path}: no packed store here{hint}")
-        try:
-            index = json.loads(index_path.read_text())
-        except json.JSONDecodeError as err:
-            raise StoreError(f"{index_path}: not valid JSON ({err})") from err
+        index = _read_index(index_path)
         if index.get("format") != FORMAT:
             raise StoreError(f"{index_path}: unknown store format {index.get('format')!r}")
-        self.dataset: str = index["dataset"]
-        self.height, self.width = int(index["height"]), int(index["width"])
-        self.partition: dict[str, list[str]] = index["partition"]
-        self.skipped: dict[str, Any] = index.get("skipped", {})
-        self.records = [
-            Record(str(s), str(t), str(v), int(o), int(n)) for s, t, v, o, n in index["sequences"]
-        ]
-        total = sum(r.length for r in self.records)
-        frames_path = self.root / FRAMES
-        expected = total * self.height * self.width
-        actual = frames_path.stat().st_size if frames_path.exists() else -1
-        if actual != expected:
-            raise StoreError(
-                f"{frames_path}: {actual} bytes, index.json describes {expected}; the store is "
-                "damaged: delete it and run prepare again"
-            )
-        self._path = frames_path
+        try:
+            self.dataset: str = str(index["dataset"])
+            self.height, self.width = int(index["height"]), int(index["width"])
+            self.partition: dict[str, list[str]] = dict(index["partition"])
+            self.skipped: dict[str, Any] = index.get("skipped", {})
+            self.records = [
+                Record(str(s), str(t), str(v), int(o), int(n))
+                for s, t, v, o, n in index["sequences"]
+            ]
+        except (KeyError, TypeError, ValueError) as err:
+            raise StoreDamaged(
+                f"{index_path}: malformed index ({type(err).__name__}: {err}); {_REPAIR}"
+            ) from err
+        self._path = self.root / FRAMES
+        _check_records(self.records, self._path, self.height, self.width)
         self._frames: np.ndarray | None = None
 
     @property
@@ -218,3 +232,124 @@ class PackedStore:
         """Indices of the sequences of ``subjects`` (store order)."""
         wanted = {str(s) for s in subjects}
         return [i for i, r in enumerate(self.records) if r.subject in wanted]
+
+
+# ------------------------------------------------------------------------------ integrity
+_REPAIR = "the store is damaged: run task=prepare with dataset.source=<the raw data> to repair it"
+
+
+def _read_index(path: Path) -> dict[str, Any]:
+    try:
+        index = json.loads(path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as err:
+        raise StoreDamaged(f"{path}: cut short or not valid JSON ({err}); {_REPAIR}") from err
+    if not isinstance(index, dict):
+        raise StoreDamaged(f"{path}: not a JSON object; {_REPAIR}")
+    return index
+
+
+def _bad_records(records: list[Record], frames: int) -> np.ndarray:
+    """A mask of records that are out of bounds or overlap an earlier one (by offset)."""
+    offset = np.fromiter((r.offset for r in records), np.int64, len(records))
+    length = np.fromiter((r.length for r in records), np.int64, len(records))
+    bad = (offset < 0) | (length < 1) | (offset + length > frames)
+    order = np.argsort(offset, kind="stable")
+    end = 0
+    for i in order:  # overlaps: a record starting before the previous intact one ends
+        if bad[i]:
+            continue
+        if offset[i] < end:
+            bad[i] = True
+        else:
+            end = int(offset[i] + length[i])
+    return bad
+
+
+def _check_records(records: list[Record], path: Path, height: int, width: int) -> None:
+    """Every record inside the data file, no two overlapping, the file exactly their frames."""
+    if height < 1 or width < 1:
+        raise StoreDamaged(f"{path.parent / INDEX}: frame shape {height}x{width}; {_REPAIR}")
+    if not path.is_file():
+        raise StoreDamaged(f"{path}: missing; {_REPAIR}")
+    size, frame_bytes = path.stat().st_size, height * width
+    frames = size // frame_bytes
+    total = sum(r.length for r in records)
+    if frames < total:
+        raise StoreDamaged(
+            f"{path}: {size} bytes ({frames} frames of {height}x{width}), {INDEX} describes "
+            f"{total} frames: the data file is cut short; {_REPAIR}"
+        )
+    bad = _bad_records(records, frames)
+    if bad.any():
+        first = records[int(np.argmax(bad))]
+        raise StoreDamaged(
+            f"{path.parent / INDEX}: {int(bad.sum())} record(s) outside {path.name} "
+            f"({frames} frames) or overlapping, e.g. {'/'.join(first.key)} at frames "
+            f"[{first.offset}, {first.offset + first.length}); {_REPAIR}"
+        )
+    if size != total * frame_bytes:
+        raise StoreDamaged(
+            f"{path}: {size} bytes, {INDEX} describes {total * frame_bytes}; {_REPAIR}"
+        )
+
+
+_RECORD = re.compile(r'\[\s*"([^"]*)",\s*"([^"]*)",\s*"([^"]*)",\s*(-?\d+),\s*(-?\d+)\s*\]')
+_SHAPE = re.compile(r'"height":\s*(\d+),\s*"width":\s*(\d+)')
+
+
+def _index_records(path: Path) -> tuple[int, int, list[Record]] | None:
+    """Frame shape and records of an index, read leniently (an index cut short keeps the
+    records written before the cut); None when not even the frame shape is left."""
+    text = path.read_text(errors="replace") if path.is_file() else ""
+    shape = _SHAPE.search(text)
+    if shape is None:
+        return None
+    start = text.find('"sequences"')
+    found = _RECORD.findall(text[start:]) if start >= 0 else []
+    records = [Record(s, t, v, int(o), int(n)) for s, t, v, o, n in found]
+    return int(shape.group(1)), int(shape.group(2)), records
+
+
+def salvage(root: str | Path) -> int:
+    """Turn a damaged finished store into a resumable build keeping every intact record.
+
+    Intact records (inside the data file, not overlapping) are kept; when they are the data
+    file's first frames in order the file is reused as it is, else their frames are copied into
+    a new file. Each step leaves a state that the next ``salvage`` or ``StoreWriter`` resumes
+    from. Returns the number of records kept (the build then redoes the others).
+    """
+    root = Path(root)
+    frames_path, index_path = root / FRAMES, root / INDEX
+    parsed = _index_records(index_path)
+    if parsed is None or not frames_path.is_file():
+        for name in (PROGRESS, PARTIAL, FRAMES, INDEX):
+            (root / name).unlink(missing_ok=True)
+        return 0
+    height, width, records = parsed
+    frame_bytes = height * width
+    frames = frames_path.stat().st_size // frame_bytes
+    bad = _bad_records(records, frames) if records else np.zeros(0, bool)
+    kept = sorted((r for r, b in zip(records, bad, strict=True) if not b), key=lambda r: r.offset)
+    contiguous = all(
+        r.offset == (p.offset + p.length if p else 0)
+        for p, r in zip([None, *kept[:-1]], kept, strict=True)
+    )
+    if contiguous:
+        new = kept
+    else:  # copy the intact records' frames, in offset order, into a fresh data file
+        new, end = [], 0
+        with open(frames_path, "rb") as src, open(root / PARTIAL, "wb") as dst:
+            for r in kept:
+                src.seek(r.offset * frame_bytes)
+                dst.write(src.read(r.length * frame_bytes))
+                new.append(Record(r.subject, r.type, r.view, end, r.length))
+                end += r.length
+            dst.flush()
+            os.fsync(dst.fileno())
+    atomic_write_text(root / PROGRESS, "".join(json.dumps(r.__dict__) + "\n" for r in new))
+    index_path.unlink()
+    if contiguous:
+        os.replace(frames_path, root / PARTIAL)  # StoreWriter cuts off what follows the records
+    else:
+        frames_path.unlink()
+    return len(new)
