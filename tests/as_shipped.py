@@ -235,3 +235,44 @@ def tiny_run(store: Path, num_classes: int, height: int = 16, steps: int = 6) ->
         "trainer.enable_progress_bar=false",
         "callbacks.progress=null",
     ]
+
+
+# --------------------------------------------------------------------------- OpenGait
+def _glconv(prefix: str, cin: int, cout: int) -> dict[str, tuple[int, ...]]:
+    return {f"{prefix}.{b}_conv3d.conv3d.weight": (cout, cin, 3, 3, 3) for b in ("global", "local")}
+
+
+def opengait_gaitgl_checkpoint(path: Path, classes: int, iteration: int = 80000) -> Path:
+    """A checkpoint as OpenGait saves its CASIA-B GaitGL (``GaitGL-80000.pt``): the state dict
+    under ``model`` with OpenGait's module names (DDP's ``module.`` prefix included), the
+    optimizer and scheduler states, and ``iteration``."""
+    import torch
+
+    shapes: dict[str, tuple[int, ...]] = {
+        "conv3d.0.conv3d.weight": (32, 1, 3, 3, 3),
+        "LTA.0.conv3d.weight": (32, 32, 3, 1, 1),
+        **_glconv("GLConvA0", 32, 64),
+        **_glconv("GLConvA1", 64, 128),
+        **_glconv("GLConvB2", 128, 128),
+        "HPP.p": (1,),
+        "Head0.fc_bin": (64, 128, 128),
+        "Bn.weight": (128,),
+        "Bn.bias": (128,),
+        "Bn.running_mean": (128,),
+        "Bn.running_var": (128,),
+        "Head1.fc_bin": (64, 128, classes),
+    }
+    g = torch.Generator().manual_seed(11)
+    model = {f"module.{k}": torch.randn(s, generator=g) * 0.1 for k, s in shapes.items()}
+    model["module.HPP.p"] = torch.tensor([6.5])
+    model["module.Bn.running_var"] = torch.rand(128, generator=g) + 0.5
+    model["module.Bn.num_batches_tracked"] = torch.tensor(iteration)
+    opt = torch.optim.Adam([torch.nn.Parameter(torch.zeros(1))], lr=1e-4, weight_decay=5e-4)
+    sched = torch.optim.lr_scheduler.MultiStepLR(opt, [70000], gamma=0.1)
+    optimizer, scheduler = opt.state_dict(), sched.state_dict()  # milestones: a Counter
+    path.parent.mkdir(parents=True, exist_ok=True)
+    torch.save(
+        {"model": model, "optimizer": optimizer, "scheduler": scheduler, "iteration": iteration},
+        path,
+    )
+    return path

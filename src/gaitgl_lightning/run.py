@@ -49,9 +49,12 @@ def build_datamodule(cfg: DictConfig) -> GaitDataModule:
     return instantiate(cfg.dataset, _recursive_=False)
 
 
-def build_module(cfg: DictConfig) -> GaitGLModule:
-    """Instantiate network, loss and optimizer / scheduler factories into a ``GaitGLModule``."""
-    net = instantiate(cfg.model, num_classes=int(cfg.dataset.num_classes))
+def build_module(cfg: DictConfig, num_classes: int | None = None) -> GaitGLModule:
+    """Instantiate network, loss and optimizer / scheduler factories into a ``GaitGLModule``.
+
+    ``num_classes`` overrides the dataset's (``task=eval``: the checkpoint fixes it)."""
+    classes = int(cfg.dataset.num_classes) if num_classes is None else int(num_classes)
+    net = instantiate(cfg.model, num_classes=classes)
     loss = instantiate(cfg.loss)
     optimizer = instantiate(cfg.optimizer)
     scheduler = instantiate(cfg.scheduler) if cfg.get("scheduler") else None
@@ -114,7 +117,13 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     trainer = build_trainer(cfg)
     _log_setup(cfg, trainer)
     try:
-        trainer.fit(module, datamodule=datamodule, ckpt_path=_resolve_ckpt(cfg))
+        _start_from(cfg, module)
+        trainer.fit(
+            module,
+            datamodule=datamodule,
+            ckpt_path=_resumable(_resolve_ckpt(cfg)),
+            weights_only=True,
+        )
         _save_last(trainer)
         metrics: dict[str, Any] = {"version": __version__, "steps": trainer.global_step}
         # The evaluation at the last step already scored these weights: reuse it rather than
@@ -197,7 +206,9 @@ def _evaluate(
     module.last_result = None
     module.eval_prefix = prefix
     try:
-        trainer.validate(module, datamodule=datamodule, ckpt_path=ckpt_path, verbose=False)
+        trainer.validate(
+            module, datamodule=datamodule, ckpt_path=ckpt_path, verbose=False, weights_only=True
+        )
     finally:
         module.eval_prefix = None
     result = module.last_result
@@ -276,20 +287,61 @@ def _log_setup(cfg: DictConfig, trainer: L.Trainer) -> None:
 
 
 def evaluate_checkpoint(cfg: DictConfig) -> dict[str, Any]:
-    """``task=eval``: evaluate ``ckpt_path`` on the dataset's protocol."""
+    """``task=eval``: evaluate ``ckpt_path`` (ours, or an OpenGait ``.pt`` with a matching
+    ``model=opengait_*``) on the dataset's protocol. Only the evaluation split needs to be on
+    disk; the class count comes from the checkpoint."""
+    from gaitgl_lightning.checkpoint import (
+        checkpoint_num_classes,
+        load_opengait_weights,
+        read_checkpoint_any,
+    )
+
     ckpt = _resolve_ckpt(cfg)
     if ckpt is None:
         raise ConfigError("task=eval needs ckpt_path=<file> (or ckpt_path=last with its run dir)")
+    kind, state = read_checkpoint_any(ckpt)
     datamodule = build_datamodule(cfg)
-    module = build_module(cfg)
+    module = build_module(cfg, num_classes=checkpoint_num_classes(kind, state))
+    load_from: str | None = ckpt
+    if kind == "opengait":
+        load_opengait_weights(module.net, ckpt, state)
+        module.loaded_step = int(state.get("iteration", 0))
+        load_from = None
+    del state
     trainer = build_trainer(cfg, logger=False)
     try:
-        metrics: dict[str, Any] = {"version": __version__, "checkpoint": ckpt}
-        metrics["eval"] = _evaluate(trainer, module, datamodule, ckpt_path=ckpt)
+        metrics: dict[str, Any] = {"version": __version__, "checkpoint": ckpt, "format": kind}
+        metrics["eval"] = _evaluate(trainer, module, datamodule, ckpt_path=load_from)
         _write_metrics(cfg, metrics)
         return metrics
     finally:
         close_loggers()
+
+
+def _resumable(ckpt: str | None) -> str | None:
+    """A checkpoint to resume from must be one of ours (read weights-only first, so that a bad
+    file is named before Lightning reads it)."""
+    from gaitgl_lightning.checkpoint import read_checkpoint
+
+    if ckpt is not None:
+        read_checkpoint(ckpt)
+    return ckpt
+
+
+def _start_from(cfg: DictConfig, module: GaitGLModule) -> None:
+    """``init_weights=<file>``: start a new run from a checkpoint's weights (ours or OpenGait's),
+    e.g. to fine-tune; unlike ``ckpt_path`` nothing else (step, optimizer) is taken."""
+    from gaitgl_lightning.checkpoint import load_initial_weights
+
+    path = cfg.get("init_weights")
+    if not path:
+        return
+    left = load_initial_weights(module.net, str(path))
+    log.info(
+        "initial weights from %s%s",
+        path,
+        f" (left as initialised: {', '.join(left)}; the class count differs)" if left else "",
+    )
 
 
 def prepare(cfg: DictConfig) -> dict[str, Any]:

@@ -12,8 +12,11 @@ from __future__ import annotations
 import os
 import re
 from collections import OrderedDict
+from typing import Any
 
 import torch
+
+from gaitgl_lightning.errors import CheckpointError
 
 from .gaitgl import GaitGL
 from .heads import BNHead
@@ -23,7 +26,7 @@ _GL_KEY = re.compile(r"^(GLConv[AB](\d+))(?:\.(\d+))?\.(global|local)_conv3d\.co
 _STEM_KEY = re.compile(r"^conv3d\.(\d+)\.conv3d\.weight$")
 
 
-class OpenGaitCheckpointError(ValueError):
+class OpenGaitCheckpointError(CheckpointError):
     """The checkpoint does not fit the network; the message lists every difference."""
 
 
@@ -77,12 +80,15 @@ def opengait_key_map(net: GaitGL, their_keys: list[str]) -> dict[str, str]:
     return mapping
 
 
-def load_opengait_checkpoint(net: GaitGL, path: str | os.PathLike[str]) -> None:
+def load_opengait_checkpoint(
+    net: GaitGL, path: str | os.PathLike[str], *, classifier: bool = True
+) -> None:
     """Load OpenGait GaitGL weights from ``path`` into ``net`` (e.g. ``opengait_gaitgl``).
 
     Why a mapping and not ``load_state_dict``: our modules are built from a stage list, so the
     names differ; the shapes and the order do not.  Mismatches raise ``OpenGaitCheckpointError``
-    naming the file and listing missing, unexpected and mis-shaped tensors.
+    naming the file and listing missing, unexpected and mis-shaped tensors. The file is read
+    with torch's weights-only loader.
     """
     path = os.fspath(path)
     try:
@@ -91,13 +97,26 @@ def load_opengait_checkpoint(net: GaitGL, path: str | os.PathLike[str]) -> None:
         raise
     except Exception as exc:  # a truncated or non-torch file
         raise OpenGaitCheckpointError(f"{path}: not a readable torch checkpoint ({exc})") from exc
+    load_opengait_state(net, ckpt, path, classifier=classifier)
+
+
+def opengait_problems(
+    net: GaitGL, ckpt: Any, name: str, *, classifier: bool = True
+) -> tuple[list[str], OrderedDict[str, torch.Tensor]]:
+    """The differences between ``net`` and an OpenGait checkpoint dict, and the mapped state.
+
+    ``classifier=False`` leaves the classification layer out (fine-tuning on other classes).
+    """
     state = ckpt.get("model") if isinstance(ckpt, dict) else None
     if not isinstance(state, dict):
         raise OpenGaitCheckpointError(
-            f"{path}: expected a dict with the state dict under 'model' (OpenGait layout)"
+            f"{name}: expected a dict with the state dict under 'model' (OpenGait layout)"
         )
     state = {k.removeprefix("module."): v for k, v in state.items()}
     mapping = opengait_key_map(net, list(state))
+    if not classifier:
+        mapping = {k: v for k, v in mapping.items() if not k.startswith("head.classifier.")}
+        state = {k: v for k, v in state.items() if k not in _CLASSIFIER_KEYS}
     ours = net.state_dict()
     problems: list[str] = []
     new_state: OrderedDict[str, torch.Tensor] = OrderedDict()
@@ -119,14 +138,36 @@ def load_opengait_checkpoint(net: GaitGL, path: str | os.PathLike[str]) -> None:
             )
             continue
         new_state[key] = src
-    unmapped = [k for k in ours if k not in mapping and k != "mask_draws"]
+    skip = ("mask_draws",) if classifier else ("mask_draws", "head.classifier.")
+    unmapped = [k for k in ours if k not in mapping and not k.startswith(skip)]
     problems += [f"  network tensor with no checkpoint counterpart: {k}" for k in unmapped]
     problems += [
         f"  unexpected in checkpoint: {k} {tuple(state[k].shape)}" for k in state if k not in used
     ]
+    return problems, new_state
+
+
+_CLASSIFIER_KEYS = ("Head1.fc_bin", "BNNecks.fc_bin")
+
+
+def opengait_num_classes(ckpt: Any) -> int | None:
+    """The class count an OpenGait checkpoint's classifier fixes (None without one)."""
+    state = ckpt.get("model") if isinstance(ckpt, dict) else None
+    if not isinstance(state, dict):
+        return None
+    for key in _CLASSIFIER_KEYS:
+        for k in (key, f"module.{key}"):
+            if k in state and getattr(state[k], "ndim", 0) == 3:
+                return int(state[k].shape[-1])
+    return None
+
+
+def load_opengait_state(net: GaitGL, ckpt: Any, name: str, *, classifier: bool = True) -> None:
+    """``load_opengait_checkpoint`` for a checkpoint dict already read (``name`` for messages)."""
+    problems, new_state = opengait_problems(net, ckpt, name, classifier=classifier)
     if problems:
         raise OpenGaitCheckpointError(
-            f"{path}: the checkpoint does not fit this network ({len(problems)} differences):\n"
+            f"{name}: the checkpoint does not fit this network ({len(problems)} differences):\n"
             + "\n".join(problems)
         )
     net.load_state_dict(new_state, strict=False)
