@@ -41,6 +41,34 @@ def test_round_trip_is_exact(tmp_path: Path) -> None:
     assert store.meta().subjects.tolist() == ["1", "2"]
 
 
+def test_clip_reads_are_the_sequence_windows(tmp_path: Path) -> None:
+    """store.clip is the window of store.sequence; TrainClips gives the same clip whether it
+    reads a contiguous window as a slice (fixed_ordered) or gathers frames (short sequences)."""
+    from gaitgl_lightning.data.datasets import TrainClips, sample_frames
+    from gaitgl_lightning.data.pretreatment import side_cut
+
+    rng = np.random.default_rng(0)
+    w = StoreWriter(tmp_path / "s", 8, 64)
+    for i, n in enumerate((40, 7, 33)):
+        w.append(str(i), "nm-01", "000", rng.integers(0, 256, (n, 8, 64), dtype=np.uint8))
+    w.finish("x", {"TRAIN_SET": ["0", "1", "2"], "TEST_SET": []})
+    store = PackedStore(tmp_path / "s")
+    for i, r in enumerate(store.records):
+        np.testing.assert_array_equal(store.clip(i, 2, 5), store.sequence(i)[2:7])
+        assert store.clip(i, 0, r.length).shape[0] == r.length
+        with pytest.raises(IndexError, match="outside sequence"):
+            store.clip(i, r.length - 1, 2)
+    clips = TrainClips(store, range(3), [0, 1, 2], frames=30)
+    for pos in range(3):
+        for seed in range(3):
+            item = clips[(pos, seed)]
+            chosen = sample_frames(
+                store.records[pos].length, 30, "fixed_ordered", np.random.default_rng(seed)
+            )
+            np.testing.assert_array_equal(item["sils"], side_cut(store.sequence(pos)[chosen]))
+            assert item["sils"].shape == (30, 8, 44)
+
+
 def test_wrong_shape_and_empty_sequences_are_refused(tmp_path: Path) -> None:
     w = StoreWriter(tmp_path / "s", 8, 8)
     with pytest.raises(StoreError, match="uint8 \\[T, 8, 8\\]"):

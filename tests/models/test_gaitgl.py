@@ -71,8 +71,21 @@ def test_padding_content_is_ignored() -> None:
     x, lens = _padded([9, 4])
     noisy = x.clone()
     noisy[1, :, 4:] = 1.0
+    before = noisy.clone()
     with torch.no_grad():
         torch.testing.assert_close(net(x, lens).embeddings, net(noisy, lens).embeddings)
+    assert torch.equal(noisy, before)  # the in-place evaluation path never writes the input
+
+
+@pytest.mark.parametrize("stages", [JOURNAL, OPENGAIT])
+def test_inplace_inference_path_equals_autograd_path(stages) -> None:
+    """Without autograd, activations and padding re-zeroing run in place; same numbers."""
+    net = _net(stages, MaskStrategy("strip_v", 0.3, eval_mode="fixed")).eval()
+    x, lens = _padded([11, 10, 7])
+    with torch.inference_mode():
+        fast = net(x, lens)
+    slow = net(x, lens)  # grad enabled: the out-of-place path
+    torch.testing.assert_close(fast.embeddings, slow.embeddings.detach(), rtol=0, atol=1e-6)
 
 
 @pytest.mark.parametrize(("frames", "reps"), [(1, 3), (2, 2)])

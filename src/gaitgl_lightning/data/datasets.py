@@ -59,10 +59,20 @@ class TrainClips(Dataset[dict[str, Any]]):
 
     def __getitem__(self, item: tuple[int, int]) -> dict[str, Any]:
         pos, seed = item
-        seq = self.store.sequence(self.indices[pos])
+        index = self.indices[pos]
+        length = self.store.records[index].length
         rng = np.random.default_rng(seed)
-        chosen = sample_frames(len(seq), self.frames, self.sample_type, rng)
-        return {"sils": side_cut(seq[chosen]), "label": self.labels[pos], "index": pos}
+        chosen = sample_frames(length, self.frames, self.sample_type, rng)
+        if (
+            len(chosen)
+            and chosen[-1] - chosen[0] == len(chosen) - 1
+            and bool((np.diff(chosen) == 1).all())
+        ):
+            # A contiguous window (fixed_ordered): a view of the store, copied once by collate.
+            sils = self.store.clip(index, int(chosen[0]), len(chosen))
+        else:
+            sils = self.store.sequence(index)[chosen]
+        return {"sils": side_cut(sils), "label": self.labels[pos], "index": pos}
 
 
 class EvalSequences(Dataset[dict[str, Any]]):

@@ -222,6 +222,20 @@ class PackedStore:
         r = self.records[i]
         return self.frames[r.offset : r.offset + r.length]
 
+    def clip(self, i: int, start: int, count: int) -> np.ndarray:
+        """Frames ``start .. start + count`` of sequence ``i``: a read-only view, no copy.
+
+        Why: a training clip of contiguous frames is one slice of the map; the batch collation
+        then copies it once (a gather by frame indices would copy it twice).
+        """
+        r = self.records[i]
+        if start < 0 or count < 0 or start + count > r.length:
+            raise IndexError(
+                f"clip [{start}, {start + count}) outside sequence {i} of {r.length} frames"
+            )
+        first = r.offset + start
+        return self.frames[first : first + count]
+
     def meta(self, indices: Iterable[int] | None = None) -> SequenceMeta:
         rows = [self.records[i] for i in indices] if indices is not None else self.records
         return SequenceMeta.from_lists(

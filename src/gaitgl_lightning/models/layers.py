@@ -35,11 +35,29 @@ def autocast_off(device: torch.device) -> contextlib.AbstractContextManager[obje
     return contextlib.nullcontext()
 
 
-def apply_time_mask(x: torch.Tensor, valid: torch.Tensor | None) -> torch.Tensor:
-    """Zero the padded frames of ``x`` (identity when every frame is valid)."""
+def apply_time_mask(
+    x: torch.Tensor, valid: torch.Tensor | None, inplace: bool = False
+) -> torch.Tensor:
+    """Zero the padded frames of ``x`` (identity when every frame is valid).
+
+    ``inplace`` (for intermediate maps, and only without autograd): zero in place, touching
+    only the frames from the shortest sequence's end on (why: padding is the tail of a
+    length-grouped batch, so this is a few frames instead of a pass over the whole map).
+    """
     if valid is None:
         return x
+    if inplace and not torch.is_grad_enabled():
+        keep = int(valid.all(0).sum())  # leading frames that are real in every sequence
+        if keep < x.shape[2]:
+            x[:, :, keep:].mul_(valid[:, :, keep:].to(x.dtype))
+        return x
     return x * valid.to(x.dtype)
+
+
+def lrelu(x: torch.Tensor) -> torch.Tensor:
+    """LeakyReLU of a fresh intermediate map: in place when no autograd graph is recorded
+    (evaluation: one pass less over the map and no new allocation), else out of place."""
+    return F.leaky_relu(x, NEG_SLOPE, inplace=not torch.is_grad_enabled())
 
 
 class BasicConv3d(nn.Module):
@@ -142,7 +160,7 @@ class ConvBlock(nn.Module):
 
     def forward(self, x: torch.Tensor, valid: torch.Tensor | None) -> torch.Tensor:
         """Conv the zero-padded map, then re-zero padded frames."""
-        return apply_time_mask(F.leaky_relu(self.conv(x), NEG_SLOPE), valid)
+        return apply_time_mask(lrelu(self.conv(x)), valid, inplace=True)
 
 
 def partition_conv(conv: nn.Module, x: torch.Tensor, parts: int) -> torch.Tensor:
@@ -220,11 +238,11 @@ class GLCL(nn.Module):
         assert self.local_conv3d is not None
         conv = self.local_conv3d
         if self.local == "partition":
-            return F.leaky_relu(partition_conv(conv, x, self.parts), NEG_SLOPE)
+            return lrelu(partition_conv(conv, x, self.parts))
         if strategy is None or strategy.strategy == "none" or draw is None:
-            return F.leaky_relu(conv(x), NEG_SLOPE)
+            return lrelu(conv(x))
         if strategy.strategy == "part_fixed":
-            return F.leaky_relu(partition_conv(conv, x, strategy.parts), NEG_SLOPE)
+            return lrelu(partition_conv(conv, x, strategy.parts))
         n = x.shape[0]
         mp = draw(n, x.shape[3], x.shape[4]).to(x.dtype)  # [pairs, m, 1, 1, H, W], m in {1, n}
         pairs = mp.shape[0]
@@ -255,11 +273,7 @@ class GLCL(nn.Module):
         draw: Callable[[int, int, int], torch.Tensor] | None = None,
     ) -> torch.Tensor:
         """Apply the layer; ``draw(n, H, W)`` returns Mp [pairs, m, 1, 1, H, W] when masking."""
-        g = (
-            F.leaky_relu(self.global_conv3d(x), NEG_SLOPE)
-            if self.global_conv3d is not None
-            else None
-        )
+        g = lrelu(self.global_conv3d(x)) if self.global_conv3d is not None else None
         loc = self._local(x, strategy, draw) if self.local_conv3d is not None else None
         if g is None:
             assert loc is not None
@@ -267,10 +281,10 @@ class GLCL(nn.Module):
         elif loc is None:
             y = g
         elif self.out_type == "A":
-            y = g + loc
+            y = g.add_(loc) if not torch.is_grad_enabled() else g + loc
         else:
             y = torch.cat([g, loc], dim=3)
-        return apply_time_mask(y, valid)
+        return apply_time_mask(y, valid, inplace=True)
 
 
 class LTA(nn.Module):
@@ -306,12 +320,12 @@ class LTA(nn.Module):
         self, x: torch.Tensor, lengths: torch.Tensor | None
     ) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor | None]:
         """Return (y, new lengths, new valid mask)."""
-        y = F.leaky_relu(self.conv(x), NEG_SLOPE)
+        y = lrelu(self.conv(x))
         if lengths is None:
             return y, None, None
         new = self.out_lengths(lengths)
         valid = time_mask(new, y.shape[2])
-        return apply_time_mask(y, valid), new, valid
+        return apply_time_mask(y, valid, inplace=True), new, valid
 
 
 def spatial_pool(x: torch.Tensor) -> torch.Tensor:
