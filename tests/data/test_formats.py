@@ -4,14 +4,19 @@ from __future__ import annotations
 
 import os
 import pickle
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
 import pytest
+from as_shipped import casia_b, casia_b_pkl, gait3d, grew, oumvlp
 from PIL import Image
 
 from gaitgl_lightning.data.formats import (
+    LAYOUTS,
     DataFormatError,
+    Layout,
+    SequenceSource,
     detect_layout,
     load_partition,
     read_pickle_array,
@@ -96,3 +101,61 @@ def test_shipped_partitions() -> None:
     assert (len(ou["TRAIN_SET"]), len(ou["TEST_SET"])) == (5153, 5154)
     with pytest.raises(DataFormatError, match="not found"):
         load_partition("no-such-partition")
+
+
+#: One tree per registered layout, built as the dataset ships (the registry drives the tests).
+LAYOUT_TREES = {
+    "casia_b": lambda root: casia_b(root, [1], views=("000",)),
+    "pkl": lambda root: casia_b_pkl(root, [1], height=16, views=("000",)),
+    "oumvlp": lambda root: oumvlp(root, [1, 2], views=("000",)),
+    "grew": lambda root: grew(root, train=1, test=1, height=16, train_seqs=1, distractors=1).root,
+    "gait3d": lambda root: gait3d(root, train=1, test=1, seqs=2).root,
+}
+
+
+def test_every_registered_layout_has_a_tree() -> None:
+    assert set(LAYOUT_TREES) == set(LAYOUTS)
+
+
+@pytest.mark.parametrize("name", sorted(LAYOUTS))
+def test_layout_is_detected_and_walked(name: str, tmp_path: Path) -> None:
+    root = LAYOUT_TREES[name](tmp_path)
+    assert detect_layout(root) == name
+    sources = list(walk(root))
+    assert sum(1 for s in sources if s.files) >= 2
+    for s in sources:
+        assert all(f.suffix == LAYOUTS[name].suffix for f in s.files)
+
+
+def test_grew_probes_carry_no_subject(tmp_path: Path) -> None:
+    tree = grew(tmp_path, train=1, test=2, height=16, train_seqs=1, distractors=1)
+    sources = list(walk(tree.root))
+    probes = [s for s in sources if s.type == "03"]
+    assert {s.subject for s in probes} == {"probe"}
+    assert {s.view for s in probes} == set(tree.probe_truth)  # the folder name is the video id
+    assert {s.subject for s in sources if s.type == "04"} == {"distractor"}
+    assert {s.subject for s in sources if s.type == "00"} == {"00001train"}
+
+
+def test_a_layout_is_one_class(tmp_path: Path) -> None:
+    class Flat(Layout):
+        """``<id>_<type>_<view>/*.png``"""
+
+        name = "test_flat"
+
+        def detect(self, root: Path, top: list[Path]) -> bool:
+            return all(p.name.count("_") == 2 for p in top)
+
+        def walk(self, root: Path) -> Iterator[SequenceSource]:
+            for folder in sorted(root.iterdir()):
+                subject, seq_type, view = folder.name.split("_")
+                yield SequenceSource(subject, seq_type, view, tuple(sorted(folder.glob("*.png"))))
+
+    try:
+        (tmp_path / "001_nm-01_090").mkdir()
+        Image.fromarray(np.zeros((4, 4), np.uint8)).save(tmp_path / "001_nm-01_090" / "1.png")
+        assert detect_layout(tmp_path) == "test_flat"
+        ((src),) = walk(tmp_path)
+        assert src.key == ("001", "nm-01", "090")
+    finally:
+        LAYOUTS.pop("test_flat", None)
