@@ -1,0 +1,124 @@
+"""Preemption on SLURM: when warned, checkpoint at the end of the step, requeue, resume there.
+
+Lightning's own handler (``SLURMEnvironment(auto_requeue=True)``) writes ``hpc_ckpt_<n>.ckpt``
+inside the signal handler, that is in the middle of whatever the step was doing: a checkpoint
+taken after the forward pass has counted the step's mask draw (the network's ``mask_draws``) for a
+step that the resumed job trains again with the next draw, and one taken inside
+``optimizer.step`` holds half-updated weights. The resumed run then differs from a run never
+preempted. :class:`RequeueOnSignal` takes that signal over while ``fit`` trains: the handler only
+sets a flag; at the end of the step (where Lightning's own step checkpoints are taken) the ranks
+agree on it, save one ``hpc_ckpt_<n>.ckpt`` (the file Lightning restores when the requeued job
+starts in the same run dir) and rank zero runs ``scontrol requeue``. SLURM then stops the job;
+its SIGTERM ends training at the next step.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import re
+import signal
+import subprocess
+import threading
+from pathlib import Path
+from types import FrameType
+from typing import Any
+
+import lightning as L
+from lightning.fabric.plugins.environments import SLURMEnvironment
+from lightning.pytorch.callbacks import Callback
+
+log = logging.getLogger(__name__)
+
+
+def next_hpc_checkpoint(run_dir: Path) -> Path:
+    """``hpc_ckpt_<n+1>.ckpt`` after the newest ``hpc_ckpt_<n>.ckpt`` of ``run_dir`` (the
+    names Lightning looks for when a SLURM job starts)."""
+    numbers = [
+        int(m.group(1))
+        for p in run_dir.glob("hpc_ckpt_*.ckpt")
+        if (m := re.fullmatch(r"hpc_ckpt_(\d+)\.ckpt", p.name))
+    ]
+    return run_dir / f"hpc_ckpt_{max(numbers, default=0) + 1}.ckpt"
+
+
+def slurm_job_id() -> str | None:
+    """The id ``scontrol requeue`` takes: ``<array job>_<task>`` for an array task."""
+    array = os.environ.get("SLURM_ARRAY_JOB_ID")
+    if array:
+        return f"{array}_{os.environ.get('SLURM_ARRAY_TASK_ID', '')}"
+    return os.environ.get("SLURM_JOB_ID")
+
+
+class RequeueOnSignal(Callback):
+    """On ``signal_name`` (what ``sbatch --signal=USR1@<seconds>`` sends before the time limit),
+    save ``hpc_ckpt_<n>.ckpt`` at the end of the current step and requeue the SLURM job.
+
+    Active only when Lightning runs in a SLURM environment; elsewhere it does nothing.
+    """
+
+    def __init__(self, signal_name: str = "SIGUSR1") -> None:
+        self.signum = signal.Signals[signal_name]
+        self._requested = False
+        self._previous: Any = None
+        self._active = False
+
+    def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        # After Lightning registered its handlers (at the start of the run): this one replaces
+        # its SIGUSR1 handler until training ends.
+        # The environment Lightning chose (single-device strategies do not expose it).
+        connector = getattr(trainer, "_accelerator_connector", None)
+        environment = getattr(connector, "cluster_environment", None)
+        if not isinstance(environment, SLURMEnvironment):
+            return
+        if threading.current_thread() is not threading.main_thread():
+            return
+        self._requested = False
+        self._previous = signal.signal(self.signum, self._on_signal)
+        self._active = True
+
+    def _on_signal(self, signum: int, frame: FrameType | None) -> None:
+        self._requested = True
+
+    def on_train_batch_end(
+        self,
+        trainer: L.Trainer,
+        pl_module: L.LightningModule,
+        outputs: Any,
+        batch: Any,
+        batch_idx: int,
+    ) -> None:
+        if not self._active:
+            return
+        # Every rank takes part: a signal seen by any rank checkpoints all of them, at one step.
+        if not trainer.strategy.reduce_boolean_decision(self._requested, all=False):
+            return
+        self._requested = False
+        path = trainer.strategy.broadcast(next_hpc_checkpoint(Path(trainer.default_root_dir)))
+        trainer.save_checkpoint(path)
+        if trainer.is_global_zero:
+            log.info("preemption warning: saved %s at step %d", path, trainer.global_step)
+            self._requeue()
+
+    @staticmethod
+    def _requeue() -> None:
+        job = slurm_job_id()
+        if not job:
+            log.warning("preemption warning outside a SLURM job: checkpoint saved, no requeue")
+            return
+        try:
+            done = subprocess.run(["scontrol", "requeue", job], check=False, timeout=60)
+        except (OSError, subprocess.TimeoutExpired) as err:
+            log.warning("could not requeue SLURM job %s (%s); training goes on", job, err)
+            return
+        if done.returncode == 0:
+            log.info("requeued SLURM job %s; it resumes from the checkpoint when it restarts", job)
+        else:
+            log.warning(
+                "scontrol requeue %s failed (exit %d); training goes on", job, done.returncode
+            )
+
+    def on_train_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if self._active:
+            signal.signal(self.signum, self._previous)
+            self._active = False
