@@ -89,12 +89,14 @@ def test_multirun_through_submitit(tmp_path: Path) -> None:
         config = yaml.safe_load((job / ".hydra" / "config.yaml").read_text())
         ratios.append(config["mask"]["ratio"])
     assert ratios == [0.1, 0.3]
-    tasks = sorted(p.name for p in (sweep / ".submitit").iterdir() if "_" in p.name)
+    submitted = (sweep / ".submitit").iterdir()
+    tasks = sorted(p.name for p in submitted if re.fullmatch(r"\d+_\d+", p.name))
     array = tasks[0].split("_")[0] if tasks else "?"
     assert tasks == [f"{array}_0", f"{array}_1"], tasks  # one SLURM array task per sweep point
-    for task in tasks:
-        assert job_info(task).get("JobState") == "COMPLETED", job_info(task)
+    for task in tasks:  # each job's result was written before the sweep returned ...
         assert (sweep / ".submitit" / task / f"{task}_0_result.pkl").is_file()
+    for task in tasks:  # ... and each then ends as COMPLETED (its step may still be exiting)
+        assert wait_job(task, timeout=120)["JobState"] == "COMPLETED", job_info(task)
 
 
 #: 45 steps, evaluated at 20 and 40: the preemption lands after step 20 and the final weights
@@ -125,9 +127,10 @@ def _weights(ckpt: Path) -> dict[str, torch.Tensor]:
 
 
 def test_preempted_job_requeues_and_resumes_in_its_run_dir(tmp_path: Path) -> None:
-    """USR1 (what --signal sends before the time limit; here at once, by scancel): Lightning saves
-    hpc_ckpt_1.ckpt and requeues the job; the restarted job finds it in the same run dir (named
-    by the job id) and ends with the weights and metrics of a run that was never preempted."""
+    """USR1 (what --signal sends before the time limit; here at once, by scancel): the job saves
+    hpc_ckpt_1.ckpt at the end of the step and requeues itself; the restarted job finds it in the
+    same run dir (named by the job id) and ends with the weights and metrics of a run that was
+    never preempted."""
     root = tmp_path / "slurm"
     job = sbatch(preemptible_job(), root, job_env(root))
     run = root / "outputs" / "train" / "runs" / f"slurm-{job}.0"
@@ -144,7 +147,7 @@ def test_preempted_job_requeues_and_resumes_in_its_run_dir(tmp_path: Path) -> No
     assert info["JobState"] == "COMPLETED", _tail(log)
     assert info["Restarts"] == "1", info
     text = log.read_text()
-    assert "Handling auto-requeue signal" in text, _tail(log)
+    assert "preemption warning: saved" in text and "requeued SLURM job" in text, _tail(log)
     hpc = run / "hpc_ckpt_1.ckpt"
     assert re.search(rf"Restoring states from the checkpoint path at {re.escape(str(hpc))}", text)
     saved_at = torch.load(hpc, map_location="cpu", weights_only=False)["global_step"]
