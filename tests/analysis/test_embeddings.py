@@ -20,6 +20,7 @@ from gaitgl_lightning.analysis import (
 )
 from gaitgl_lightning.checkpoint import load_network
 from gaitgl_lightning.data.meta import SequenceMeta
+from gaitgl_lightning.errors import CheckpointError
 
 
 def _meta(subjects: int, per: int) -> SequenceMeta:
@@ -90,16 +91,16 @@ def test_tsne_is_seeded_and_separates_clusters() -> None:
 
 
 def test_checkpoint_errors_name_the_file(tmp_path: Path) -> None:
-    with pytest.raises(FileNotFoundError, match="no checkpoint file"):
+    with pytest.raises(CheckpointError, match="no checkpoint file"):
         load_network(tmp_path / "missing.ckpt")
     junk = tmp_path / "junk.ckpt"
     junk.write_bytes(b"\x00not a checkpoint")
-    with pytest.raises(ValueError, match=re.escape("junk.ckpt: not a readable checkpoint")):
+    with pytest.raises(CheckpointError, match=re.escape("junk.ckpt: not a torch checkpoint")):
         load_network(junk)
     other = tmp_path / "other.ckpt"
     torch.save({"state_dict": {}}, other)
     with pytest.raises(
-        ValueError, match=re.escape("other.ckpt: the checkpoint holds no run config")
+        CheckpointError, match=re.escape("other.ckpt: the checkpoint holds no run config")
     ):
         load_network(other)
 
