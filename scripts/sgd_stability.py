@@ -8,7 +8,7 @@ and whether the loss stayed finite and fell. CPU default: reduced input (16x12, 
 P x K = 4 x 2, 30 steps. On a GPU, the recipe's size:
 
     python scripts/sgd_stability.py --device gpu --height 64 --input 64 44 --frames 30 \\
-        --pk 32 4 --steps 500 --warmup 100
+        --pk 32 4 --steps 500 --warmups 0 100
 """
 
 from __future__ import annotations
@@ -51,6 +51,7 @@ def run(args: argparse.Namespace, warmup: int, out: Path) -> list[dict[str, floa
         "baseline_gei=false",
         f"seed={args.seed}",
         f"hydra.run.dir={out}",
+        *args.override,
     ]
     env = {**os.environ, "WANDB_MODE": "offline"}
     proc = subprocess.run(
@@ -65,8 +66,9 @@ def run(args: argparse.Namespace, warmup: int, out: Path) -> list[dict[str, floa
             if r.get("train/loss"):
                 rows.append({k: float(v) for k, v in r.items() if v not in ("", None)})
     if proc.returncode != 0:
-        tail = (proc.stderr or proc.stdout).strip().splitlines()[-3:]
-        print(f"  run with warmup={warmup} exited {proc.returncode}: " + " | ".join(tail))
+        lines = (proc.stderr + proc.stdout).strip().splitlines()
+        errors = [line for line in lines if line.startswith("error:")] or lines[-3:]
+        print(f"  run with warmup={warmup} exited {proc.returncode}: " + " | ".join(errors))
     return sorted(rows, key=lambda r: r["step"])
 
 
@@ -92,18 +94,20 @@ def main() -> None:
     parser.add_argument("--frames", type=int, default=9)
     parser.add_argument("--pk", type=int, nargs=2, default=[4, 2])
     parser.add_argument("--steps", type=int, default=30)
-    parser.add_argument("--warmup", type=int, default=10)
+    parser.add_argument("--warmups", type=int, nargs="+", default=[0, 10], help="one run each")
+    parser.add_argument("--override", action="append", default=[], help="extra Hydra override")
     parser.add_argument("--lr", type=float, default=0.1)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out", type=Path, default=None, help="keep the run dirs here")
     args = parser.parse_args()
     root = args.out or Path(tempfile.mkdtemp(prefix="sgd_stability_"))
     results = {}
-    for warmup in (0, args.warmup):
+    for warmup in args.warmups:
         results[warmup] = run(args, warmup, root / f"warmup{warmup}")
     print(
         f"{args.model}, input {args.input[0]}x{args.input[1]}, {args.frames} frames, "
-        f"P x K {args.pk[0]} x {args.pk[1]}, SGD lr {args.lr}, {args.device}; runs in {root}"
+        f"P x K {args.pk[0]} x {args.pk[1]}, SGD lr {args.lr}, {args.device} "
+        f"{' '.join(args.override)}; runs in {root}"
     )
     head = "step" + "".join(f" | loss w{w:<4} grad_norm     lr      " for w in results)
     print(head)
