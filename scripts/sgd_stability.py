@@ -44,8 +44,6 @@ def run(args: argparse.Namespace, warmup: int, out: Path) -> list[dict[str, floa
         "trainer=cpu" if args.device == "cpu" else "trainer=gpu",
         f"trainer.max_steps={args.steps}",
         "trainer.log_every_n_steps=1",
-        "trainer.enable_progress_bar=false",
-        "callbacks.progress=null",
         f"eval_every={args.steps}",
         "eval_best=false",
         "baseline_gei=false",
