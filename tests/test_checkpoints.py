@@ -13,6 +13,7 @@ import torch
 from as_shipped import casia_b, opengait_gaitgl_checkpoint, tiny_run
 from helpers import compose_config
 from hydra.utils import instantiate
+from omegaconf import DictConfig
 
 from gaitgl_lightning.checkpoint import load_initial_weights, read_checkpoint, read_checkpoint_any
 from gaitgl_lightning.errors import CheckpointError
@@ -59,10 +60,9 @@ def test_task_eval_takes_an_opengait_checkpoint_with_only_the_test_split(tmp_pat
     assert np.load(result["file"])["embeddings"].shape[:2] == (2, 128)
 
 
-def test_init_weights_from_an_opengait_checkpoint_fine_tunes(tmp_path: Path) -> None:
-    pt = opengait_gaitgl_checkpoint(tmp_path / "GaitGL-80000.pt", classes=74)
+def _fine_tune_config(tmp_path: Path, pt: Path) -> DictConfig:
     raw = casia_b(tmp_path / "data", [1, 2, 3, 75, 76])
-    cfg = compose_config(
+    return compose_config(
         [
             "+experiment=opengait_casia_b",
             *tiny_run(tmp_path / "store", num_classes=3, height=64, steps=2),
@@ -75,19 +75,29 @@ def test_init_weights_from_an_opengait_checkpoint_fine_tunes(tmp_path: Path) -> 
         ],
         tmp_path,
     )
+
+
+def test_init_weights_from_an_opengait_checkpoint(tmp_path: Path) -> None:
+    pt = opengait_gaitgl_checkpoint(tmp_path / "GaitGL-80000.pt", classes=74)
+    cfg = _fine_tune_config(tmp_path, pt)
     net = instantiate(cfg.model, num_classes=3)
     left = load_initial_weights(net, pt)
     assert left == ["head.classifier.fc_bin"]  # 74 classes there, 3 here
     state = torch.load(pt, weights_only=True)["model"]
     assert torch.equal(net.state_dict()["head.fc.fc_bin"], state["module.Head0.fc_bin"])
-    metrics = train(cfg)
+
+
+@pytest.mark.slow
+def test_fine_tuning_run_from_an_opengait_checkpoint(tmp_path: Path) -> None:
+    pt = opengait_gaitgl_checkpoint(tmp_path / "GaitGL-80000.pt", classes=74)
+    metrics = train(_fine_tune_config(tmp_path, pt))
     assert metrics["steps"] == 2 and "rank1" in metrics["final"]["summary"]
 
 
 def test_checkpoint_errors_name_the_file_and_what_it_is(tmp_path: Path) -> None:
-    run = tmp_path / "t"
-    train(compose_config([*_tiny_synthetic(), "trainer.max_steps=2", "eval_every=2"], run))
-    good = run / "run" / "checkpoints" / "last.ckpt"
+    good = tmp_path / "good.ckpt"
+    net = torch.nn.Linear(64, 64)
+    torch.save({"state_dict": net.state_dict(), "global_step": 2, "epoch": 0}, good)
     assert read_checkpoint_any(good)[0] == "lightning"
 
     cut = tmp_path / "cut.ckpt"
@@ -114,6 +124,10 @@ def test_checkpoint_errors_name_the_file_and_what_it_is(tmp_path: Path) -> None:
         with pytest.raises(CheckpointError, match=what) as err:
             read_checkpoint(path)
         assert str(path) in str(err.value)
+    for fraction in (0.1, 0.5, 0.97):  # cut anywhere: still named as truncated
+        cut.write_bytes(good.read_bytes()[: int(good.stat().st_size * fraction)])
+        with pytest.raises(CheckpointError, match="truncated checkpoint"):
+            read_checkpoint(cut)
     # Resuming from an OpenGait file is refused with the same message, before Lightning reads it.
     resume = compose_config([*_tiny_synthetic(), f"ckpt_path={opengait}"], tmp_path / "r")
     with pytest.raises(CheckpointError, match="init_weights"):

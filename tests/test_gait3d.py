@@ -34,6 +34,8 @@ def test_gait3d_preset_evaluates_the_official_probes(tmp_path: Path) -> None:
     # 5 test ids x 4 sequences: the 5 named probes, the other 15 are the gallery.
     assert saved["final"]["counts"]["num_gallery"] == 15
     assert metrics["final"]["summary"] == saved["final"]["summary"]
+    s = saved["final"]["summary"]
+    print(f"gait3d: rank-1 {s['rank1']:.3f}, mAP {s['mAP']:.3f} over 5 PROBE_SET probes")
     ckpt = tmp_path / "run" / "checkpoints" / "last.ckpt"
     out = evaluate_checkpoint(
         compose_config([*common, "task=eval", f"ckpt_path={ckpt}"], tmp_path / "eval")

@@ -27,6 +27,7 @@ def _rows(path: Path) -> list[list[str]]:
 def _check_submission(path: Path, probes: set[str], gallery_ids: set[str]) -> None:
     rows = _rows(path)
     assert {r[0] for r in rows} == probes and len(rows) == len(probes)
+    print(f"{path.name}: {len(rows)} rows")
     allowed = {str(int(s)) for s in gallery_ids} | {"0"}  # 0: a distractor
     for row in rows:
         assert len(row) == 21 and set(row[1:]) <= allowed

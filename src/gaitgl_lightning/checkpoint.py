@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import re
+import zipfile
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -62,7 +63,7 @@ def read_checkpoint_any(path: str | Path) -> tuple[str, dict[str, Any]]:
     except Exception as err:  # torch raises several types for a damaged or foreign file
         text = str(err)
         first = text.splitlines()[0][:200] if text else type(err).__name__
-        if head.startswith(b"PK") and ("central directory" in text or "zip archive" in text):
+        if head.startswith(b"PK") and not zipfile.is_zipfile(path):  # its end is missing
             raise CheckpointError(
                 f"{path}: truncated checkpoint ({size} bytes; the zip archive is cut short): "
                 "copy it again, or take an earlier checkpoint"
