@@ -126,7 +126,9 @@ def _weights(ckpt: Path) -> dict[str, torch.Tensor]:
     return torch.load(ckpt, map_location="cpu", weights_only=False)["state_dict"]
 
 
-def test_preempted_job_requeues_and_resumes_in_its_run_dir(tmp_path: Path) -> None:
+def test_preempted_job_requeues_and_resumes_in_its_run_dir(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """USR1 (what --signal sends before the time limit; here at once, by scancel): the job saves
     hpc_ckpt_1.ckpt at the end of the step and requeues itself; the restarted job finds it in the
     same run dir (named by the job id) and ends with the weights and metrics of a run that was
@@ -154,6 +156,8 @@ def test_preempted_job_requeues_and_resumes_in_its_run_dir(tmp_path: Path) -> No
     assert 20 <= saved_at < 45, saved_at
     assert [p.name for p in run.parent.iterdir()] == [run.name]  # no second run dir
 
+    # The job ran with one thread (job_env); so does the reference, or float sums differ.
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")
     reference = run_cli(PREEMPT_RUN, tmp_path / "never-preempted")
     assert reference.returncode == 0, reference.stderr[-6000:]
     (ref_run,) = (tmp_path / "never-preempted" / "outputs" / "train" / "runs").iterdir()
