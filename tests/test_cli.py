@@ -19,8 +19,10 @@ def _single_run_dir(root: Path, task: str = "train") -> Path:
     return run
 
 
-def test_main_command_trains_and_evaluates(tmp_path: Path) -> None:
-    _check(run_cli(TINY, tmp_path))
+def test_main_command_trains_evaluates_and_shows_the_results(tmp_path: Path) -> None:
+    with_progress = [a for a in TINY if "progress" not in a]
+    proc = run_cli(with_progress, tmp_path)
+    _check(proc)
     run = _single_run_dir(tmp_path)
     metrics = json.loads((run / "metrics.json").read_text())
     assert 0 <= metrics["final"]["summary"]["rank1"] <= 1
@@ -28,6 +30,20 @@ def test_main_command_trains_and_evaluates(tmp_path: Path) -> None:
     assert config["task"] == "train" and config["mask"]["strategy"] == "strip_v"
     assert config["model"]["mask"] == "${mask}"  # the mask group feeds the model
     assert (run / "checkpoints" / "last.ckpt").is_file()
+    # Paths the run records resolve from anywhere (notebooks/ runs its kernel elsewhere).
+    resolved = yaml.safe_load((run / ".hydra" / "resolved.yaml").read_text())
+    assert Path(resolved["dataset"]["store"]).is_absolute()
+    assert Path(resolved["dataset"]["store"]).is_dir()
+    out = proc.stdout + proc.stderr
+    # One line per message (Lightning's own handler and Hydra's both printed it), no adverts,
+    # no deprecation warnings from inside Lightning.
+    assert out.count("Seed set to 0") == 1, out
+    assert "Tip:" not in out and "deprecated" not in out, out
+    assert "step" in out and "12/12" in out and "Epoch" not in out, out
+    # The results on screen: conditions, mean, baseline, best checkpoint, files.
+    assert "mean rank-1" in out and "GEI baseline" in out, out
+    assert f"best checkpoint  {metrics['best']['checkpoint']}" in out, out
+    assert f"every number     {run / 'metrics.json'}" in out, out
 
 
 def test_bad_override_fails_with_a_message(tmp_path: Path) -> None:

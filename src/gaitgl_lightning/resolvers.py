@@ -4,6 +4,10 @@
 read from the generator's own presets so that the config can never disagree with the data.
 
 ``${gaitgl.run_stamp:}``: the name of a run's dir (see :func:`run_stamp`).
+
+``${gaitgl.abspath:<path>}``: the path made absolute against the working directory at
+composition time, so that a path a run records (the store in a checkpoint's config) resolves
+from anywhere, e.g. from a notebook kernel that runs in ``notebooks/``.
 """
 
 from __future__ import annotations
@@ -46,6 +50,11 @@ def run_stamp() -> str:
     return datetime.now().strftime("%Y-%m-%d_%H-%M-%S")
 
 
+def abspath(path: str) -> str:
+    """``path`` with ``~`` expanded, absolute against the working directory."""
+    return os.path.abspath(os.path.expanduser(str(path)))
+
+
 def register() -> None:
     """Register the resolvers once (idempotent)."""
     if not OmegaConf.has_resolver("gaitgl.synthetic_classes"):
@@ -53,3 +62,5 @@ def register() -> None:
     if not OmegaConf.has_resolver("gaitgl.run_stamp"):
         # Cached: the dir is named once per config, like Hydra's own ${now:...}.
         OmegaConf.register_new_resolver("gaitgl.run_stamp", run_stamp, use_cache=True)
+    if not OmegaConf.has_resolver("gaitgl.abspath"):
+        OmegaConf.register_new_resolver("gaitgl.abspath", abspath)

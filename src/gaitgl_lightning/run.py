@@ -22,12 +22,17 @@ from lightning.pytorch.utilities import rank_zero_only
 from omegaconf import DictConfig, OmegaConf
 
 from gaitgl_lightning import __version__
+from gaitgl_lightning.console import print_run_summary, quiet_lightning
 from gaitgl_lightning.datamodule import GaitDataModule
 from gaitgl_lightning.errors import ConfigError, MissingCheckpointError
-from gaitgl_lightning.fileio import atomic_write_json
+from gaitgl_lightning.fileio import atomic_write_json, atomic_write_text
 from gaitgl_lightning.module import GaitGLModule
 
 log = logging.getLogger(__name__)
+
+#: The run's fully resolved config, next to Hydra's unresolved ``config.yaml``: what analysis
+#: reads, because ``${hydra:...}`` and the absolute paths only resolve inside the run.
+RESOLVED_CONFIG = Path(".hydra") / "resolved.yaml"
 
 
 # --------------------------------------------------------------------------------- helpers
@@ -116,6 +121,7 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     module = build_module(cfg)
     trainer = build_trainer(cfg)
     _log_setup(cfg, trainer)
+    _save_resolved_config(cfg)
     try:
         _start_from(cfg, module)
         trainer.fit(
@@ -241,10 +247,15 @@ def _gei_baseline(datamodule: Any, module: GaitGLModule) -> dict[str, Any]:
 
 
 @rank_zero_only
+def _save_resolved_config(cfg: DictConfig) -> None:
+    atomic_write_text(output_dir(cfg) / RESOLVED_CONFIG, OmegaConf.to_yaml(_as_dict(cfg)))
+
+
+@rank_zero_only
 def _write_metrics(cfg: DictConfig, metrics: Mapping[str, Any]) -> None:
     path = output_dir(cfg) / "metrics.json"
     atomic_write_json(path, metrics)
-    log.info("wrote %s", path)
+    print_run_summary(metrics, output_dir(cfg), path)
 
 
 def recipe_deviations(cfg: DictConfig) -> list[str]:
@@ -309,6 +320,7 @@ def evaluate_checkpoint(cfg: DictConfig) -> dict[str, Any]:
         load_from = None
     del state
     trainer = build_trainer(cfg, logger=False)
+    _save_resolved_config(cfg)
     try:
         metrics: dict[str, Any] = {"version": __version__, "checkpoint": ckpt, "format": kind}
         metrics["eval"] = _evaluate(trainer, module, datamodule, ckpt_path=load_from)
@@ -418,4 +430,5 @@ def run_task(cfg: DictConfig) -> Any:
     if task not in TASKS:
         raise ConfigError(f"task={task!r} is not one of {sorted(TASKS)}")
     torch.set_float32_matmul_precision("high")
+    quiet_lightning()
     return TASKS[task](cfg)

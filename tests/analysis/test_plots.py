@@ -20,7 +20,7 @@ from gaitgl_lightning.analysis import (
     plot_training_curves,
     runs_table,
 )
-from gaitgl_lightning.analysis.plots import condition_columns
+from gaitgl_lightning.analysis.plots import ce_at_chance, condition_columns
 
 
 @pytest.mark.parametrize("prefer", ["csv", "wandb"])
@@ -87,3 +87,22 @@ def test_figure_titles_name_the_run() -> None:
     assert _source_name(history) == "2026-01-01_00-00-00/2"
     history.attrs["source"] = "/o/train/runs/2026-01-01_00-00-00/wandb/offline-run-20260101-ab"
     assert _source_name(history) == "2026-01-01_00-00-00"
+
+
+def test_a_flat_cross_entropy_is_called_flat_on_the_plot(tmp_path: Path) -> None:
+    steps = np.arange(300)
+    rng = np.random.default_rng(0)
+    flat = pd.DataFrame(
+        {
+            "train/ce": np.log(60) + rng.normal(0, 0.01, 300),
+            "train/ce_acc": np.full(300, 1 / 60),
+            "train/triplet": np.linspace(0.3, 0.1, 300),
+        },
+        index=steps,
+    )
+    learning = flat.assign(**{"train/ce": np.linspace(np.log(60), 1.0, 300)})
+    assert ce_at_chance(flat, 60)
+    assert not ce_at_chance(learning, 60)
+    assert not ce_at_chance(flat, 10)  # chance of 10 classes is ln 10, far below
+    assert not ce_at_chance(flat.drop(columns="train/ce"), 60)
+    assert_png_not_blank(plot_training_curves(flat, tmp_path / "flat.png", num_classes=60))

@@ -8,6 +8,7 @@ purple, CL cyan, their mean blue.
 
 from __future__ import annotations
 
+import math
 import os
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -47,10 +48,32 @@ def smooth(values: pd.Series, window: int | None = None) -> pd.Series:
     return values.rolling(window, center=True, min_periods=1).mean()
 
 
-def plot_training_curves(history: pd.DataFrame, path: str | os.PathLike[str]) -> Path:
+def ce_at_chance(history: pd.DataFrame, num_classes: int, tolerance: float = 0.02) -> bool:
+    """True when the cross-entropy term never left chance: its smoothed value stays within
+    ``tolerance`` (relative) of ln(K) over the whole run.
+
+    Why it can: the per-part classifier starts with logits near zero (xavier init over a
+    [parts, D, classes] tensor counts parts x classes in its fans: weights ~0.02, logits ~0.1),
+    and Adam at lr 1e-4 moves each weight by at most 1e-4 a step; the short synthetic default
+    (300 steps) ends before CE leaves ln(K), while the triplet term learns (docs/model.md).
+    """
+    if "train/ce" not in history or num_classes < 2:
+        return False
+    values = history["train/ce"].dropna()
+    if values.empty:
+        return False
+    chance = math.log(num_classes)
+    return bool((smooth(values) - chance).abs().max() <= tolerance * chance)
+
+
+def plot_training_curves(
+    history: pd.DataFrame, path: str | os.PathLike[str], num_classes: int | None = None
+) -> Path:
     """Every training term against the step: losses, non-zero triplets, lr, throughput.
 
     Raw values are drawn faint and a rolling mean over them, since per-step losses are noisy.
+    With ``num_classes`` (K) the chance levels of the cross-entropy terms are drawn (ln K for
+    the loss, 1/K for the accuracy), and a run whose CE never left chance says so on the plot.
     """
     panels = [(t, [c for c in cols if c in history], y, log) for t, cols, y, log in TRAINING_PANELS]
     panels = [p for p in panels if p[1]]
@@ -72,6 +95,8 @@ def plot_training_curves(history: pd.DataFrame, path: str | os.PathLike[str]) ->
         if log:
             ax.set_yscale("log")
         ax.grid(alpha=0.3)
+        if num_classes and num_classes > 1:
+            _draw_chance(ax, cols, num_classes, ce_at_chance(history, num_classes))
         if len(cols) > 1:
             ax.legend(fontsize=8)
     for ax in axes.flat[len(panels) :]:
@@ -79,6 +104,27 @@ def plot_training_curves(history: pd.DataFrame, path: str | os.PathLike[str]) ->
     fig.suptitle(f"training: {_source_name(history)}", fontsize=10)
     fig.tight_layout()
     return save_figure(fig, path)
+
+
+def _draw_chance(ax: Any, cols: Sequence[str], num_classes: int, flat: bool) -> None:
+    """Chance levels of the CE terms on their panels, and why a flat CE is flat."""
+    if "train/ce" in cols:
+        chance = math.log(num_classes)
+        ax.axhline(chance, color="grey", linestyle=":", linewidth=1, label=f"ln {num_classes}")
+    if "train/ce_acc" in cols:
+        ax.axhline(1.0 / num_classes, color="grey", linestyle=":", linewidth=1)
+        if flat:
+            ax.text(
+                0.02,
+                0.95,
+                f"CE stayed at chance (ln {num_classes}) for the whole run:\n"
+                "the per-part classifier starts near-silent and has not\n"
+                "left it yet; the triplet term did the learning",
+                transform=ax.transAxes,
+                va="top",
+                fontsize=7,
+                color="tab:red",
+            )
 
 
 def _source_name(history: pd.DataFrame) -> str:

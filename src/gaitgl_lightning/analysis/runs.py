@@ -107,34 +107,41 @@ def flatten(tree: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
     return flat
 
 
-def _resolve(config: DictConfig, hydra_node: DictConfig | None) -> dict[str, Any]:
-    """Resolve a saved Hydra config outside its app: ``${hydra:...}`` needs the job's Hydra
-    node, which we install for the duration; a key that still cannot resolve stays as written."""
-    from hydra.core.hydra_config import HydraConfig
-    from hydra.core.utils import setup_globals
+def _resolve(config: DictConfig) -> dict[str, Any]:
+    """A run's config as plain data, for a run that predates ``.hydra/resolved.yaml``: each
+    top-level key resolved where it can be outside its run, else kept as written (``${hydra:...}``
+    and environment lookups only resolve inside the run)."""
+    raw = OmegaConf.to_container(config, resolve=False)
+    assert isinstance(raw, dict)
+    resolved: dict[str, Any] = {}
+    for key, written in raw.items():
+        try:
+            value = config[key]
+            resolved[str(key)] = (
+                OmegaConf.to_container(value, resolve=True)
+                if isinstance(value, (DictConfig, ListConfig))
+                else value
+            )
+        except Exception:  # an interpolation of the run's own environment: keep it as text
+            resolved[str(key)] = written
+    return resolved
 
-    setup_globals()  # registers the ``hydra`` resolver (idempotent)
-    holder = HydraConfig.instance()
-    previous = holder.cfg
-    try:
-        if hydra_node is not None:
-            holder.cfg = cast(Any, OmegaConf.create({"hydra": hydra_node}))
-        raw = OmegaConf.to_container(config, resolve=False)
-        assert isinstance(raw, dict)
-        resolved: dict[str, Any] = {}
-        for key, written in raw.items():
-            try:
-                value = config[key]
-                resolved[str(key)] = (
-                    OmegaConf.to_container(value, resolve=True)
-                    if isinstance(value, (DictConfig, ListConfig))
-                    else value
-                )
-            except Exception:  # an interpolation of the original environment: keep it as text
-                resolved[str(key)] = written
-        return resolved
-    finally:
-        holder.cfg = previous
+
+def _load_config(path: Path) -> dict[str, Any]:
+    """The resolved config the run saved (``.hydra/resolved.yaml``), else ``config.yaml``
+    resolved as far as it can be here (runs written before the resolved copy existed)."""
+    for name, resolver in (("resolved.yaml", None), ("config.yaml", _resolve)):
+        file = path / ".hydra" / name
+        if not file.is_file():
+            continue
+        config = OmegaConf.load(file)
+        if not isinstance(config, DictConfig):
+            raise ValueError(f"{file}: not a mapping config")
+        if resolver is not None:
+            return resolver(config)
+        data = OmegaConf.to_container(config, resolve=False)
+        return {str(k): v for k, v in cast(dict, data).items()}
+    raise FileNotFoundError(f"{path}: not a run dir (no .hydra/config.yaml)")
 
 
 def _read_json(path: Path) -> dict[str, Any]:
@@ -153,18 +160,12 @@ def load_hydra_run(path: str | Path) -> RunInfo:
     """A Hydra job dir: ``.hydra/config.yaml`` (+ ``hydra.yaml``, ``overrides.yaml``) and
     ``metrics.json`` (missing while the run is still training: then ``metrics`` is empty)."""
     path = Path(path)
-    config_file = path / ".hydra" / "config.yaml"
-    if not config_file.is_file():
-        raise FileNotFoundError(f"{path}: not a run dir (no .hydra/config.yaml)")
-    config = OmegaConf.load(config_file)
-    if not isinstance(config, DictConfig):
-        raise ValueError(f"{config_file}: not a mapping config")
+    resolved = _load_config(path)
     hydra_file = path / ".hydra" / "hydra.yaml"
     hydra_yaml = OmegaConf.load(hydra_file) if hydra_file.is_file() else None
     hydra_node = hydra_yaml.get("hydra") if isinstance(hydra_yaml, DictConfig) else None
     overrides_file = path / ".hydra" / "overrides.yaml"
     overrides = list(OmegaConf.load(overrides_file)) if overrides_file.is_file() else []
-    resolved = _resolve(config, hydra_node)
     name = str(resolved.get("name") or path.name)
     metrics = _read_json(path / "metrics.json")
     settings = _settings(hydra_node, overrides)
@@ -172,21 +173,20 @@ def load_hydra_run(path: str | Path) -> RunInfo:
 
 
 def _settings(hydra_node: Any, overrides: Sequence[str]) -> dict[str, Any]:
-    """Group choices (``hydra/*`` groups left out) updated with the parsed overrides."""
-    import yaml
+    """Group choices (``hydra/*`` groups left out) updated with the overrides, parsed by Hydra's
+    own override parser (so ``+key=v``, ``++key=v``, quoting and types read as Hydra read them)."""
+    from hydra.core.override_parser.overrides_parser import OverridesParser
 
     choices = OmegaConf.select(hydra_node, "runtime.choices") if hydra_node is not None else None
     settings: dict[str, Any] = {
         str(k): v for k, v in (choices or {}).items() if not str(k).startswith("hydra")
     }
-    for item in overrides:
-        key, sep, value = str(item).lstrip("+").partition("=")
-        if not sep or key.startswith("~"):
+    parsed = OverridesParser.create().parse_overrides([str(o) for o in overrides])
+    for override in parsed:
+        if override.is_delete() or override.is_sweep_override():
             continue
-        try:
-            settings[key] = yaml.safe_load(value)
-        except yaml.YAMLError:
-            settings[key] = value
+        value = override.value()
+        settings[override.key_or_group] = list(value) if isinstance(value, list) else value
     return settings
 
 
