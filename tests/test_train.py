@@ -47,6 +47,7 @@ def test_tiny_training_run(tmp_path: Path) -> None:
         "val/NM/rank1",
     ):
         assert name in columns, name
+    assert [c for c in columns if "lr" in c] == ["train/lr"]  # the learning rate, logged once
 
 
 def _weights(path: Path) -> dict[str, torch.Tensor]:

@@ -155,3 +155,38 @@ def test_bookkeeping_choices_are_not_swept_settings() -> None:
 
     runs = [run("mask_ratio", "csv", 0.1), run("", "wandb", 0.1), run("", "csv", 0.3)]
     assert varying_settings(runs) == ["mask.ratio"]
+
+
+def test_a_run_is_read_from_the_resolved_config_it_saved(tmp_path: Path) -> None:
+    hydra = tmp_path / "run" / ".hydra"
+    hydra.mkdir(parents=True)
+    (hydra / "config.yaml").write_text(
+        "name: ${hydra:runtime.choices.dataset}\ndataset: {store: '${paths.data_dir}/x'}\n"
+        "paths: {data_dir: '${gaitgl.abspath:data}'}\n"
+    )
+    (hydra / "resolved.yaml").write_text(
+        "name: synthetic-tiny\ndataset: {store: /abs/data/x}\npaths: {data_dir: /abs/data}\n"
+    )
+    (hydra / "hydra.yaml").write_text(
+        "hydra: {runtime: {choices: {model: tiny, hydra/launcher: basic}}}\n"
+    )
+    (hydra / "overrides.yaml").write_text(
+        "- +experiment=casia_b\n- mask.ratio=0.5\n- ++trainer.max_steps=7\n"
+        "- ~callbacks.progress\n- \"tag='a b'\"\n"
+    )
+    run = load_run(tmp_path / "run")
+    # The paths as the run resolved them where it ran, not against this process's directory.
+    assert run.name == "synthetic-tiny" and run.config["dataset"]["store"] == "/abs/data/x"
+    # Overrides read as Hydra reads them: prefixes, types, quoting; deletions are no setting.
+    assert run.settings == {
+        "model": "tiny",
+        "experiment": "casia_b",
+        "mask.ratio": 0.5,
+        "trainer.max_steps": 7,
+        "tag": "a b",
+    }
+    # A run from before the resolved copy: what resolves here does, the rest stays as written.
+    (hydra / "resolved.yaml").unlink()
+    older = load_run(tmp_path / "run")
+    assert older.config["name"] == "${hydra:runtime.choices.dataset}"
+    assert Path(older.config["dataset"]["store"]).is_absolute()

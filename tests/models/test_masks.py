@@ -7,9 +7,9 @@ import math
 import pytest
 import torch
 
-from gaitgl_lightning.models import MaskStrategy
+from gaitgl_lightning.models import MASK_PATTERNS, MaskPattern, MaskStrategy, register_mask
 
-RANDOM = ["part_h", "part_v", "strip_h", "strip_v", "pixel"]
+RANDOM = [name for name, pattern in MASK_PATTERNS.items() if pattern.random]
 H, W = 16, 11
 
 
@@ -59,6 +59,40 @@ def test_per_batch_draws_one_pair() -> None:
     gen = torch.Generator().manual_seed(0)
     mp = MaskStrategy("strip_v", 0.3, per_sample=False).draw(5, H, W, gen, torch.device("cpu"))
     assert mp.shape == (1, 1, 1, H, W)
+
+
+def test_the_registry_holds_the_paper_strategies() -> None:
+    # Table 5's rows plus ``none``; a registered strategy is also a config (test_configs).
+    assert set(MASK_PATTERNS) == {
+        "none",
+        "part_h",
+        "part_v",
+        "strip_h",
+        "strip_v",
+        "pixel",
+        "part_fixed",
+    }
+    assert sorted(RANDOM) == ["part_h", "part_v", "pixel", "strip_h", "strip_v"]
+    for name in set(MASK_PATTERNS) - set(RANDOM):
+        with pytest.raises(RuntimeError, match="draws no random masks"):
+            _draw(name, 0)
+
+
+def test_a_registered_strategy_is_drawn_by_its_class(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr("gaitgl_lightning.models.masks.MASK_PATTERNS", dict(MASK_PATTERNS))
+
+    @register_mask
+    class TopRows(MaskPattern):
+        name = "top_rows"
+
+        def dropped(self, m, height, width, count, generator, device):  # type: ignore[no-untyped-def]
+            rows = torch.arange(height, device=device) < count(height)
+            return rows[None, :, None].expand(m, height, width)
+
+    mp = _draw("top_rows", 0, ratio=0.25)[:, 0, 0]
+    assert torch.equal(mp[0].bool().all(1), torch.arange(H) < 4)
+    with pytest.raises(ValueError, match="registered twice"):
+        register_mask(TopRows)
 
 
 def test_bad_config_is_a_clear_error() -> None:

@@ -3,23 +3,26 @@
 from .gaitgl import GaitGL, GaitGLOutput, StageSpec
 from .heads import BNHead, BNNeckHead
 from .layers import GLCL, LTA, GeM, SeparateFCs, partition_conv, temporal_max
-from .masks import STRATEGIES, MaskStrategy
+from .masks import MASK_PATTERNS, STRATEGIES, MaskPattern, MaskStrategy, register_mask
 from .opengait import OpenGaitCheckpointError, load_opengait_checkpoint
 
 __all__ = [
     "GLCL",
     "LTA",
+    "MASK_PATTERNS",
     "STRATEGIES",
     "BNHead",
     "BNNeckHead",
     "GaitGL",
     "GaitGLOutput",
     "GeM",
+    "MaskPattern",
     "MaskStrategy",
     "OpenGaitCheckpointError",
     "SeparateFCs",
     "StageSpec",
     "load_opengait_checkpoint",
     "partition_conv",
+    "register_mask",
     "temporal_max",
 ]

@@ -9,11 +9,152 @@ a seed reproduces them exactly (see ``GaitGL.set_mask_seed``).
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
+from typing import ClassVar, TypeVar
 
 import torch
 
-STRATEGIES = ("none", "part_h", "part_v", "strip_h", "strip_v", "pixel", "part_fixed")
 EVAL_MODES = ("none", "fixed", "mean")
+
+Count = Callable[[int], int]
+Gen = torch.Generator
+Device = torch.device
+
+
+class MaskPattern:
+    """One mask strategy of the registry: which region of an [H, W] map a random pair drops.
+
+    Adding a strategy is one subclass with ``@register_mask`` and one ``conf/mask/<name>.yaml``
+    (see docs/extending.md). ``random = False`` marks the two strategies that draw nothing
+    (``none``, ``part_fixed``): the mask-based layer handles them itself.
+    """
+
+    name: ClassVar[str]
+    random: ClassVar[bool] = True
+
+    def dropped(
+        self, m: int, height: int, width: int, count: Count, generator: Gen, device: Device
+    ) -> torch.Tensor:
+        """Bool [m, H, W], True where ``Mp`` drops; ``count(size)`` is the dropped size."""
+        raise RuntimeError(f"mask strategy {self.name!r} draws no random masks")
+
+
+#: name -> strategy; every name ``MaskStrategy`` accepts, in the order the paper lists them.
+MASK_PATTERNS: dict[str, MaskPattern] = {}
+
+P = TypeVar("P", bound=type[MaskPattern])
+
+
+def register_mask(cls: P) -> P:
+    """Class decorator: add a ``MaskPattern`` subclass to ``MASK_PATTERNS`` under its ``name``."""
+    if cls.name in MASK_PATTERNS:
+        raise ValueError(f"mask strategy {cls.name!r} is registered twice")
+    MASK_PATTERNS[cls.name] = cls()
+    return cls
+
+
+def _band(m: int, size: int, k: int, gen: Gen, device: Device) -> torch.Tensor:
+    """Bool [m, size]: one contiguous run of ``k`` at a random start per row."""
+    pos = torch.arange(size, device=device)
+    start = torch.randint(0, size - k + 1, (m, 1), generator=gen, device=device)
+    return (pos >= start) & (pos < start + k)
+
+
+def _subset(m: int, size: int, k: int, gen: Gen, device: Device) -> torch.Tensor:
+    """Bool [m, size]: a random subset of ``k`` positions per row."""
+    idx = torch.rand((m, size), generator=gen, device=device).topk(k, dim=1).indices
+    return torch.zeros((m, size), dtype=torch.bool, device=device).scatter_(1, idx, True)
+
+
+@register_mask
+class NoMask(MaskPattern):
+    """``none``: the local conv sees the unmasked map, F(X) (isolates the effect of masking)."""
+
+    name = "none"
+    random = False
+
+
+@register_mask
+class PartH(MaskPattern):
+    """Table 5 'part-level H': one contiguous band of floor(d*H) rows."""
+
+    name = "part_h"
+
+    def dropped(
+        self, m: int, height: int, width: int, count: Count, generator: Gen, device: Device
+    ) -> torch.Tensor:
+        rows = _band(m, height, count(height), generator, device)
+        return rows[:, :, None].expand(m, height, width)
+
+
+@register_mask
+class PartV(MaskPattern):
+    """Table 5 'part-level V': one contiguous band of floor(d*W) columns."""
+
+    name = "part_v"
+
+    def dropped(
+        self, m: int, height: int, width: int, count: Count, generator: Gen, device: Device
+    ) -> torch.Tensor:
+        cols = _band(m, width, count(width), generator, device)
+        return cols[:, None, :].expand(m, height, width)
+
+
+@register_mask
+class StripH(MaskPattern):
+    """Table 5 'strip-level H': a random subset of floor(d*H) rows."""
+
+    name = "strip_h"
+
+    def dropped(
+        self, m: int, height: int, width: int, count: Count, generator: Gen, device: Device
+    ) -> torch.Tensor:
+        rows = _subset(m, height, count(height), generator, device)
+        return rows[:, :, None].expand(m, height, width)
+
+
+@register_mask
+class StripV(MaskPattern):
+    """Table 5 'strip-level V' (the paper's final choice): a random subset of floor(d*W) columns."""
+
+    name = "strip_v"
+
+    def dropped(
+        self, m: int, height: int, width: int, count: Count, generator: Gen, device: Device
+    ) -> torch.Tensor:
+        cols = _subset(m, width, count(width), generator, device)
+        return cols[:, None, :].expand(m, height, width)
+
+
+@register_mask
+class Pixel(MaskPattern):
+    """Table 5 'pixel-level': a random subset of floor(d*H*W) pixels."""
+
+    name = "pixel"
+
+    def dropped(
+        self, m: int, height: int, width: int, count: Count, generator: Gen, device: Device
+    ) -> torch.Tensor:
+        return _subset(m, height * width, count(height * width), generator, device).view(
+            m, height, width
+        )
+
+
+@register_mask
+class PartFixed(MaskPattern):
+    """Table 5 'part-level fixed' = Eq. 5: ``parts`` equal-height parts, no randomness."""
+
+    name = "part_fixed"
+    random = False
+
+
+def mask_names() -> tuple[str, ...]:
+    """Every registered strategy name."""
+    return tuple(MASK_PATTERNS)
+
+
+#: Kept for callers that list the names; the registry is the source.
+STRATEGIES = mask_names()
 
 
 class MaskStrategy:
@@ -23,11 +164,8 @@ class MaskStrategy:
     random stream (seed + draw counter) so that a state_dict restores it.
 
     Args:
-        strategy: one of ``none`` (local conv on the unmasked map), ``part_h``, ``part_v``
-            (one contiguous band of ``floor(d*H)`` rows / ``floor(d*W)`` columns), ``strip_h``,
-            ``strip_v`` (a random subset of ``floor(d*H)`` rows / ``floor(d*W)`` columns),
-            ``pixel`` (a random subset of ``floor(d*H*W)`` pixels), ``part_fixed`` (the Eq. 5
-            partition into ``parts`` equal-height parts, no randomness).
+        strategy: a name of ``MASK_PATTERNS`` (the classes above say what each drops); an
+            unknown name is an error.
         ratio: the dropping ratio d in (0, 1).  The dropped size is ``floor(d * size)`` clamped
             to ``[1, size - 1]`` so that both masks of a pair are never empty.
         per_sample: draw one pair per sample (True) or one pair for the whole batch (False).
@@ -47,8 +185,11 @@ class MaskStrategy:
         eval_pairs: int = 4,
         parts: int = 8,
     ) -> None:
-        if strategy not in STRATEGIES:
-            raise ValueError(f"mask strategy {strategy!r} unknown; choose one of {STRATEGIES}")
+        if strategy not in MASK_PATTERNS:
+            raise ValueError(
+                f"mask strategy {strategy!r} unknown; choose one of {mask_names()} "
+                "(or register one: docs/extending.md)"
+            )
         if eval_mode not in EVAL_MODES:
             raise ValueError(f"mask eval_mode {eval_mode!r} unknown; choose one of {EVAL_MODES}")
         if not 0.0 < float(ratio) < 1.0:
@@ -56,6 +197,7 @@ class MaskStrategy:
         if int(eval_pairs) < 1 or int(parts) < 1:
             raise ValueError("mask eval_pairs and parts must be >= 1")
         self.strategy = strategy
+        self.pattern = MASK_PATTERNS[strategy]
         self.ratio = float(ratio)
         self.per_sample = bool(per_sample)
         self.eval_mode = eval_mode
@@ -72,7 +214,7 @@ class MaskStrategy:
     @property
     def random(self) -> bool:
         """True when the strategy draws random complementary pairs."""
-        return self.strategy not in ("none", "part_fixed")
+        return self.pattern.random
 
     def dropped_count(self, size: int) -> int:
         """Number of dropped rows / columns / pixels out of ``size`` (the paper's floor(d*size))."""
@@ -88,27 +230,5 @@ class MaskStrategy:
         if not self.random:
             raise RuntimeError(f"mask strategy {self.strategy!r} draws no random masks")
         m = n if self.per_sample else 1
-        s = self.strategy
-        if s in ("part_h", "strip_h"):
-            size = height
-        elif s in ("part_v", "strip_v"):
-            size = width
-        else:
-            size = height * width
-        k = self.dropped_count(size)
-        pos = torch.arange(size, device=device)
-        if s.startswith("part"):
-            start = torch.randint(0, size - k + 1, (m, 1), generator=generator, device=device)
-            drop = (pos >= start) & (pos < start + k)
-        else:
-            scores = torch.rand((m, size), generator=generator, device=device)
-            idx = scores.topk(k, dim=1).indices
-            drop = torch.zeros((m, size), dtype=torch.bool, device=device)
-            drop.scatter_(1, idx, True)
-        if s.endswith("_h"):
-            mp = drop[:, :, None].expand(m, height, width)
-        elif s.endswith("_v"):
-            mp = drop[:, None, :].expand(m, height, width)
-        else:
-            mp = drop.view(m, height, width)
-        return mp.to(torch.float32)[:, None, None]
+        drop = self.pattern.dropped(m, height, width, self.dropped_count, generator, device)
+        return drop.to(torch.float32)[:, None, None]
