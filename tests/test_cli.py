@@ -20,7 +20,11 @@ def _single_run_dir(root: Path, task: str = "train") -> Path:
 
 
 def test_main_command_trains_evaluates_and_shows_the_results(tmp_path: Path) -> None:
-    with_progress = [a for a in TINY if "progress" not in a]
+    with_progress = [
+        *TINY,
+        "trainer.enable_progress_bar=true",
+        "callbacks.progress={_target_: gaitgl_lightning.console.StepProgressBar}",
+    ]
     proc = run_cli(with_progress, tmp_path)
     _check(proc)
     run = _single_run_dir(tmp_path)

@@ -27,7 +27,7 @@ def analysis_runs(tmp_path_factory: pytest.TempPathFactory) -> AnalysisRuns:
     root = tmp_path_factory.mktemp("analysis")
     # Hydra names run dirs by the second: each run gets its own GAITGL_RUN_DIR instead.
     single, retrieval = root / "outputs/train/runs/single", root / "outputs/train/runs/retrieval"
-    _run([*TINY, "logger=many", f"hydra.run.dir={single}"], root)
+    _run([*TINY, "logger=csv_wandb", f"hydra.run.dir={single}"], root)
     _run([*TINY, *SHORT, "dataset.protocol.name=generic", f"hydra.run.dir={retrieval}"], root)
     ratio = root / "outputs/train/multiruns/ratio"
     models = root / "outputs/train/multiruns/models"
@@ -36,7 +36,7 @@ def analysis_runs(tmp_path_factory: pytest.TempPathFactory) -> AnalysisRuns:
             "-m",
             *TINY,
             *SHORT,
-            "logger=many",
+            "logger=csv_wandb",
             "mask=part_v,strip_v",
             "mask.ratio=0.25,0.5",
             f"hydra.sweep.dir={ratio}",

@@ -119,7 +119,7 @@ def test_flatten_names_list_items_by_position() -> None:
 
 def test_run_records_and_their_errors(analysis_runs: AnalysisRuns, tmp_path: Path) -> None:
     run = load_run(analysis_runs.single)
-    assert run.settings["model"] == "tiny" and run.settings["logger"] == "many"
+    assert run.settings["model"] == "tiny" and run.settings["logger"] == "csv_wandb"
     assert run.checkpoint("last") == analysis_runs.single / "checkpoints" / "last.ckpt"
     best = run.checkpoint("best")
     assert best is not None and best.name.startswith("step")

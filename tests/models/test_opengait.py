@@ -8,12 +8,10 @@ from pathlib import Path
 import pytest
 import torch
 import torch.nn.functional as F
+from helpers import model_config
 from hydra.utils import instantiate
-from omegaconf import OmegaConf
 
 from gaitgl_lightning.models import OpenGaitCheckpointError, load_opengait_checkpoint
-
-CONF = Path(__file__).resolve().parents[2] / "conf"
 
 
 def _glconv_keys(prefix: str, cin: int, cout: int) -> dict[str, tuple[int, ...]]:
@@ -70,7 +68,7 @@ def reference_forward(sd: dict[str, torch.Tensor], x: torch.Tensor) -> torch.Ten
 
 
 def _net(name: str, classes: int) -> torch.nn.Module:
-    return instantiate(OmegaConf.load(CONF / "model" / f"{name}.yaml"), num_classes=classes)
+    return instantiate(model_config(name), num_classes=classes)
 
 
 def test_shallow_checkpoint_gives_reference_embeddings(tmp_path: Path) -> None:

@@ -1,0 +1,227 @@
+"""Every config composes through Hydra (config extension included) and instantiates: model and
+mask options, experiment and sweep presets, the debug preset; model layouts match OpenGait."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+from helpers import compose_config, model_config
+from hydra.utils import instantiate
+from omegaconf import OmegaConf
+
+from gaitgl_lightning import config_dir
+from gaitgl_lightning.models import MASK_PATTERNS, GaitGL, MaskStrategy
+
+EXPERIMENTS = sorted(p.stem for p in (config_dir() / "experiment").glob("*.yaml"))
+SWEEPS = sorted(p.stem for p in (config_dir() / "sweep").glob("*.yaml"))
+MODEL_NAMES = sorted(p.stem for p in (config_dir() / "model").glob("*.yaml"))
+
+
+def test_presets_exist() -> None:
+    for name in ("synthetic", "casia_b", "oumvlp", "grew_sgd", "gait3d", "opengait_casia_b"):
+        assert name in EXPERIMENTS
+    assert {"fig4_part", "fig4_strip_pixel", "table5", "mask_ratio"} <= set(SWEEPS)
+
+
+@pytest.mark.parametrize("experiment", EXPERIMENTS)
+def test_experiment_composes_and_instantiates(experiment: str, tmp_path: Path) -> None:
+    cfg = compose_config([f"+experiment={experiment}"], tmp_path)
+    assert cfg.model.mask == cfg.mask  # the mask group is the single source of the strategy
+    with torch.device("meta"):
+        net = instantiate(cfg.model, num_classes=int(cfg.dataset.num_classes))
+    params = list(net.parameters())
+    assert params and all(p.is_meta for p in params)
+    loss = instantiate(cfg.loss)
+    optimizer = instantiate(cfg.optimizer)([torch.nn.Parameter(torch.zeros(2))])
+    if cfg.get("scheduler"):
+        instantiate(cfg.scheduler)(optimizer)
+    datamodule = instantiate(cfg.dataset, _recursive_=False)
+    assert datamodule.num_classes == int(cfg.dataset.num_classes)
+    assert cfg.trainer.use_distributed_sampler is False
+    assert loss.triplet_weight + loss.ce_weight > 0
+
+
+def test_grew_sgd_is_the_papers_recipe(tmp_path: Path) -> None:
+    cfg = compose_config(["+experiment=grew_sgd"], tmp_path)
+    assert (cfg.dataset.P, cfg.dataset.K) == (32, 4)
+    assert cfg.optimizer._target_ == "torch.optim.SGD" and cfg.optimizer.lr == 0.1
+    assert cfg.trainer.max_steps == 200_000
+    assert cfg.mask.strategy == "strip_v"
+    assert "WandbLogger" in cfg.logger.wandb._target_
+
+
+@pytest.mark.parametrize("sweep", SWEEPS)
+def test_sweep_presets_set_multirun(sweep: str, tmp_path: Path) -> None:
+    from hydra import compose, initialize_config_dir
+    from hydra.core.global_hydra import GlobalHydra
+
+    GlobalHydra.instance().clear()
+    with initialize_config_dir(str(config_dir()), version_base="1.3"):
+        cfg = compose(
+            "train",
+            overrides=["+experiment=casia_b", f"+sweep={sweep}"],
+            return_hydra_config=True,
+        )
+    assert str(cfg.hydra.mode) == "RunMode.MULTIRUN"
+    params = cfg.hydra.sweeper.params
+    assert params
+    for key in params:  # a config group or an existing key: a typo would sweep nothing
+        assert key in cfg.hydra.runtime.choices or OmegaConf.select(cfg, key) is not None, key
+
+
+def test_mask_override_reaches_the_model(tmp_path: Path) -> None:
+    cfg = compose_config(["mask=part_h", "mask.ratio=0.3"], tmp_path)
+    net = instantiate(cfg.model, num_classes=int(cfg.dataset.num_classes))
+    assert net.mask_strategy.strategy == "part_h" and net.mask_strategy.ratio == 0.3
+
+
+def test_deviation_from_the_recipe_is_reported(tmp_path: Path) -> None:
+    from gaitgl_lightning.run import recipe_deviations
+
+    assert recipe_deviations(compose_config(["+experiment=casia_b"], tmp_path)) == []
+    changed = compose_config(
+        ["+experiment=casia_b", "dataset.K=8", "trainer.max_steps=1000"], tmp_path
+    )
+    assert recipe_deviations(changed) == ["K=8 (recipe 16)", "max_steps=1000 (recipe 80000)"]
+
+
+def _count(net: torch.nn.Module) -> int:
+    return sum(p.numel() for p in net.parameters())
+
+
+@pytest.mark.parametrize("name", MODEL_NAMES)
+def test_every_model_config_instantiates(name: str) -> None:
+    with torch.device("meta"):
+        net = instantiate(model_config(name), num_classes=7)
+    assert isinstance(net, GaitGL)
+    x = torch.empty(2, 1, 30, *net.input_size, device="meta")
+    out = net.eval()(x)
+    assert out.embeddings.shape[0] == 2 and out.embeddings.shape[2] == net.parts
+    assert out.logits.shape == (2, 7, net.parts)
+
+
+def test_every_model_file_states_only_its_difference() -> None:
+    # Config extension: every model file but the base extends another one.
+    for name in MODEL_NAMES:
+        text = (config_dir() / "model" / f"{name}.yaml").read_text()
+        assert (name == "gaitgl") != ("\ndefaults:" in text), name
+        assert "\nmask:" not in text, name  # train.yaml sets model.mask from the mask group
+
+
+def test_mask_configs_are_the_registry() -> None:
+    assert sorted(p.stem for p in (config_dir() / "mask").glob("*.yaml")) == sorted(MASK_PATTERNS)
+
+
+@pytest.mark.parametrize("mask", sorted(MASK_PATTERNS))
+def test_mask_group_overrides_model_mask(mask: str) -> None:
+    net = instantiate(model_config("tiny", f"mask={mask}", "mask.ratio=0.3"), num_classes=3)
+    assert isinstance(net.mask_strategy, MaskStrategy)
+    assert net.mask_strategy.strategy == mask
+    assert net.mask_strategy.ratio == pytest.approx(0.3)
+
+
+def test_debug_preset_is_a_tiny_run(tmp_path: Path) -> None:
+    cfg = compose_config(["debug=tiny", "trainer.max_steps=5"], tmp_path)
+    assert cfg.dataset.size == "tiny" and list(cfg.model.input_size) == [16, 12]
+    assert cfg.trainer.max_steps == 5 and cfg.eval_every == 6  # later overrides still apply
+    assert cfg.callbacks.progress is None
+
+
+@pytest.mark.parametrize(
+    ("name", "classes", "total", "backbone"),
+    [
+        ("opengait_gaitgl", 74, 3_096_673, 2_490_209),
+        ("opengait_gaitgl_large", 5_153, 95_620_449, 11_193_185),
+    ],
+)
+def test_opengait_parameter_counts(name: str, classes: int, total: int, backbone: int) -> None:
+    with torch.device("meta"):
+        net = instantiate(model_config(name), num_classes=classes)
+    assert _count(net) == total
+    head_extra = _count(net.head.classifier) + _count(net.head.bn)
+    assert _count(net) - head_extra == backbone
+
+
+def _trace(net: GaitGL, frames: int) -> dict[str, tuple[int, ...]]:
+    shapes: dict[str, tuple[int, ...]] = {}
+    for n, m in net.named_modules():
+        if n.count(".") == 2 and n.startswith("stages."):
+            m.register_forward_hook(lambda _m, _i, o, n=n: shapes.__setitem__(n, tuple(o.shape)))
+    x = torch.empty(1, 1, frames, 64, 44, device="meta")
+    out = net.eval()(x)
+    shapes["embeddings"] = tuple(out.embeddings.shape)
+    shapes["logits"] = tuple(out.logits.shape)
+    return shapes
+
+
+def test_opengait_shallow_layer_table() -> None:
+    with torch.device("meta"):
+        net = instantiate(model_config("opengait_gaitgl"), num_classes=74)
+    s = _trace(net, 30)
+    assert s["stages.0.0"] == (1, 32, 30, 64, 44)  # conv3d
+    assert s["stages.1.0"] == (1, 64, 10, 64, 44)  # GLConvA0 after LTA
+    assert s["stages.2.0"] == (1, 128, 10, 32, 22)  # GLConvA1 after MaxPool0
+    assert s["stages.2.1"] == (1, 128, 10, 64, 22)  # GLConvB2 doubles H
+    assert s["embeddings"] == (1, 128, 64)
+    assert s["logits"] == (1, 74, 64)
+
+
+def test_opengait_deep_layer_table() -> None:
+    with torch.device("meta"):
+        net = instantiate(model_config("opengait_gaitgl_large"), num_classes=11)
+    s = _trace(net, 30)
+    assert s["stages.0.1"] == (1, 32, 30, 64, 44)
+    assert s["stages.1.1"] == (1, 64, 10, 64, 44)
+    assert s["stages.2.1"] == (1, 128, 10, 32, 22)
+    assert s["stages.3.0"] == (1, 256, 10, 32, 22)
+    assert s["stages.3.1"] == (1, 256, 10, 64, 22)
+    assert s["embeddings"] == (1, 256, 64)
+    assert s["logits"] == (1, 11, 64)
+
+
+def test_journal_layout_shapes() -> None:
+    with torch.device("meta"):
+        net = instantiate(model_config("gaitgl"), num_classes=74)
+    s = _trace(net, 30)
+    assert s["stages.0.0"] == (1, 64, 30, 64, 44)
+    assert s["stages.1.0"] == (1, 128, 10, 64, 44)
+    assert s["stages.2.1"] == (1, 128, 10, 64, 22)
+    assert s["embeddings"] == (1, 128, 64)
+
+
+@pytest.mark.parametrize(
+    ("name", "total", "shapes"),
+    [
+        # No pooling before stage 3: stages 1-3 at 64x44, stage 4 at 32x22 -> 64 parts.
+        ("gaitgl_large", 242_086_273, [(30, 64, 44), (30, 64, 44), (10, 64, 44), (10, 32, 22)]),
+        # Stage-1 SP: stages 2-3 at 32x22, stage 4 at 16x11 -> 32 parts.
+        ("gaitgl_large_sp1", 149_270_913, [(30, 64, 44), (30, 32, 22), (10, 32, 22), (10, 16, 11)]),
+    ],
+)
+def test_four_stage_readings(name: str, total: int, shapes: list[tuple[int, ...]]) -> None:
+    """Both 4-stage readings compose (sp1 extends gaitgl_large) with the documented sizes:
+    the 64/128/256/512-channel backbone is the same, the head follows the part count."""
+    with torch.device("meta"):
+        net = instantiate(model_config(name), num_classes=5153)
+    assert _count(net) == total
+    s = _trace(net, 30)
+    got = [s["stages.0.1"], s["stages.1.1"], s["stages.2.1"], s["stages.3.0"]]
+    assert [g[1] for g in got] == [64, 128, 256, 512]
+    assert [g[2:] for g in got] == shapes  # (T, H, W) out of each stage, before its pooling
+    assert s["embeddings"] == (1, 512, 2 * shapes[3][1])
+
+
+def test_bad_stage_is_a_clear_error() -> None:
+    with pytest.raises(ValueError, match=r"stages\[1\].*pool"):
+        GaitGL(3, [{"channels": 4}, {"channels": 4, "pool": "avg"}], input_size=(16, 12))
+    with pytest.raises(ValueError, match=r"stages\[0\]: unknown keys \['chanels'\]"):
+        GaitGL(3, [{"chanels": 4}], input_size=(16, 12))
+    net = GaitGL(3, [{"channels": 4}], input_size=(16, 12))
+    with pytest.raises(ValueError, match="input_size"):
+        net(torch.zeros(1, 1, 3, 8, 8))
+    with pytest.raises(ValueError, match="float x with 1 channel"):
+        net(torch.zeros(1, 1, 3, 16, 12, dtype=torch.uint8))
+    with pytest.raises(ValueError, match="lengths must lie"):
+        net(torch.zeros(2, 1, 3, 16, 12), torch.tensor([3, 4]))
