@@ -11,7 +11,7 @@ from helpers import compose_config, model_config
 from hydra.utils import instantiate
 from omegaconf import OmegaConf
 
-from gaitgl_lightning import config_dir
+from gaitgl_lightning import config_dir, group_config
 from gaitgl_lightning.models import MASK_PATTERNS, GaitGL, MaskStrategy
 
 EXPERIMENTS = sorted(p.stem for p in (config_dir() / "experiment").glob("*.yaml"))
@@ -225,3 +225,13 @@ def test_bad_stage_is_a_clear_error() -> None:
         net(torch.zeros(1, 1, 3, 16, 12, dtype=torch.uint8))
     with pytest.raises(ValueError, match="lengths must lie"):
         net(torch.zeros(2, 1, 3, 16, 12), torch.tensor([3, 4]))
+
+
+@pytest.mark.parametrize("name", MODEL_NAMES)
+def test_group_config_extends_as_hydra_composes(name: str) -> None:
+    # What code outside a composed run reads (checkpoint.fitting_opengait_configs) is what a
+    # run composes, the mask node aside (a run sets it from the mask group).
+    composed = OmegaConf.to_container(model_config(name), resolve=True)
+    assert isinstance(composed, dict)
+    composed.pop("mask")
+    assert OmegaConf.to_container(group_config("model", name)) == composed

@@ -8,6 +8,7 @@ them; ``cli`` is the only Hydra entry point.
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 __version__ = "0.1.0"
 
@@ -15,7 +16,7 @@ from gaitgl_lightning import resolvers as _resolvers
 
 _resolvers.register()
 
-__all__ = ["__version__", "config_dir"]
+__all__ = ["__version__", "config_dir", "group_config"]
 
 
 def config_dir() -> Path:
@@ -33,3 +34,26 @@ def config_dir() -> Path:
         f"gaitgl_lightning: no Hydra config directory found (looked in {here / 'conf'} and "
         f"{here.parents[1] / 'conf'}); reinstall the package or run from a checkout."
     )
+
+
+def group_config(group: str, name: str) -> Any:
+    """``conf/<group>/<name>.yaml`` with its config extension applied (``defaults: [<base>,
+    _self_]`` entries of the same group merged in order, as Hydra composes them), for code that
+    needs one option outside a composed run (e.g. every ``opengait_*`` model for a checkpoint).
+    """
+    from omegaconf import DictConfig, OmegaConf
+
+    path = config_dir() / group / f"{name}.yaml"
+    node = OmegaConf.load(path)
+    if not isinstance(node, DictConfig):
+        raise ValueError(f"{path}: not a mapping config")
+    defaults = node.pop("defaults", None)
+    if not defaults:
+        return node
+    merged: Any = OmegaConf.create()
+    for entry in defaults:
+        part = node if entry == "_self_" else group_config(group, str(entry))
+        merged = OmegaConf.merge(merged, part)
+    if "_self_" not in defaults:
+        merged = OmegaConf.merge(merged, node)
+    return merged

@@ -123,11 +123,11 @@ def opengait_model_configs() -> list[str]:
 
 def fitting_opengait_configs(state: Mapping[str, Any], num_classes: int) -> list[str]:
     """Which ``opengait_*`` model configs an OpenGait checkpoint's tensors fit exactly."""
-    from gaitgl_lightning import config_dir
+    from gaitgl_lightning import group_config
 
     fits = []
     for name in opengait_model_configs():
-        cfg = OmegaConf.load(config_dir() / "model" / f"{name}.yaml")
+        cfg = group_config("model", name)
         for head in ("bn", "bnneck"):
             cfg.head = head
             try:
