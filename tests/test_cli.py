@@ -19,6 +19,7 @@ def _single_run_dir(root: Path, task: str = "train") -> Path:
     return run
 
 
+@pytest.mark.slow  # a CLI subprocess
 def test_main_command_trains_evaluates_and_shows_the_results(tmp_path: Path) -> None:
     with_progress = [
         *TINY,

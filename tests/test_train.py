@@ -89,6 +89,7 @@ def test_resume_continues_the_same_run(tmp_path: Path) -> None:
     assert resumed_losses == pytest.approx(full_losses[5:], abs=1e-6)
 
 
+@pytest.mark.slow  # a W&B run
 def test_wandb_offline_writes_one_run(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("WANDB_MODE", "offline")
     train(compose_config([*TINY, "logger=wandb", "trainer.max_steps=4", "eval_every=4"], tmp_path))

@@ -92,6 +92,7 @@ def test_embeddings(analysis_runs: AnalysisRuns, tmp_path: Path) -> None:
     assert "global only" in text and "local only" in text and "GLCL" in text
 
 
+@pytest.mark.slow  # a notebook kernel
 def test_failing_cell_names_the_notebook(tmp_path: Path) -> None:
     with pytest.raises(
         NotebookFailed, match=r"inspect_run.ipynb: a cell failed.*FileNotFoundError"

@@ -56,6 +56,7 @@ run.finish()
 """
 
 
+@pytest.mark.slow  # a W&B writer process
 def test_long_run_across_blocks_and_split_records(tmp_path: Path) -> None:
     """Thousands of rows and a record larger than a 32 KiB block, as wandb writes them.
 

@@ -3,7 +3,7 @@
 from .gaitgl import GaitGL, GaitGLOutput, StageSpec
 from .heads import BNHead, BNNeckHead
 from .layers import GLCL, LTA, GeM, SeparateFCs, partition_conv, temporal_max
-from .masks import MASK_PATTERNS, STRATEGIES, MaskPattern, MaskStrategy, register_mask
+from .masks import MASK_PATTERNS, STRATEGIES, MaskPattern, MaskStrategy
 from .opengait import OpenGaitCheckpointError, load_opengait_checkpoint
 
 __all__ = [
@@ -23,6 +23,5 @@ __all__ = [
     "StageSpec",
     "load_opengait_checkpoint",
     "partition_conv",
-    "register_mask",
     "temporal_max",
 ]

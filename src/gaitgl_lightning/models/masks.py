@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
-from typing import ClassVar, TypeVar
+from typing import Any, ClassVar
 
 import torch
 
@@ -24,13 +24,21 @@ Device = torch.device
 class MaskPattern:
     """One mask strategy of the registry: which region of an [H, W] map a random pair drops.
 
-    Adding a strategy is one subclass with ``@register_mask`` and one ``conf/mask/<name>.yaml``
-    (see docs/extending.md). ``random = False`` marks the two strategies that draw nothing
-    (``none``, ``part_fixed``): the mask-based layer handles them itself.
+    A subclass with a ``name`` registers itself in ``MASK_PATTERNS`` (as protocols and layouts
+    do): adding a strategy is one subclass and one ``conf/mask/<name>.yaml`` (docs/extending.md).
+    ``random = False`` marks the two strategies that draw nothing (``none``, ``part_fixed``):
+    the mask-based layer handles them itself.
     """
 
-    name: ClassVar[str]
+    name: ClassVar[str] = ""
     random: ClassVar[bool] = True
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        if cls.name:
+            if cls.name in MASK_PATTERNS:
+                raise ValueError(f"mask strategy {cls.name!r} is registered twice")
+            MASK_PATTERNS[cls.name] = cls()
 
     def dropped(
         self, m: int, height: int, width: int, count: Count, generator: Gen, device: Device
@@ -41,16 +49,6 @@ class MaskPattern:
 
 #: name -> strategy; every name ``MaskStrategy`` accepts, in the order the paper lists them.
 MASK_PATTERNS: dict[str, MaskPattern] = {}
-
-P = TypeVar("P", bound=type[MaskPattern])
-
-
-def register_mask(cls: P) -> P:
-    """Class decorator: add a ``MaskPattern`` subclass to ``MASK_PATTERNS`` under its ``name``."""
-    if cls.name in MASK_PATTERNS:
-        raise ValueError(f"mask strategy {cls.name!r} is registered twice")
-    MASK_PATTERNS[cls.name] = cls()
-    return cls
 
 
 def _band(m: int, size: int, k: int, gen: Gen, device: Device) -> torch.Tensor:
@@ -66,7 +64,6 @@ def _subset(m: int, size: int, k: int, gen: Gen, device: Device) -> torch.Tensor
     return torch.zeros((m, size), dtype=torch.bool, device=device).scatter_(1, idx, True)
 
 
-@register_mask
 class NoMask(MaskPattern):
     """``none``: the local conv sees the unmasked map, F(X) (isolates the effect of masking)."""
 
@@ -74,7 +71,6 @@ class NoMask(MaskPattern):
     random = False
 
 
-@register_mask
 class PartH(MaskPattern):
     """Table 5 'part-level H': one contiguous band of floor(d*H) rows."""
 
@@ -87,7 +83,6 @@ class PartH(MaskPattern):
         return rows[:, :, None].expand(m, height, width)
 
 
-@register_mask
 class PartV(MaskPattern):
     """Table 5 'part-level V': one contiguous band of floor(d*W) columns."""
 
@@ -100,7 +95,6 @@ class PartV(MaskPattern):
         return cols[:, None, :].expand(m, height, width)
 
 
-@register_mask
 class StripH(MaskPattern):
     """Table 5 'strip-level H': a random subset of floor(d*H) rows."""
 
@@ -113,7 +107,6 @@ class StripH(MaskPattern):
         return rows[:, :, None].expand(m, height, width)
 
 
-@register_mask
 class StripV(MaskPattern):
     """Table 5 'strip-level V' (the paper's final choice): a random subset of floor(d*W) columns."""
 
@@ -126,7 +119,6 @@ class StripV(MaskPattern):
         return cols[:, None, :].expand(m, height, width)
 
 
-@register_mask
 class Pixel(MaskPattern):
     """Table 5 'pixel-level': a random subset of floor(d*H*W) pixels."""
 
@@ -140,7 +132,6 @@ class Pixel(MaskPattern):
         )
 
 
-@register_mask
 class PartFixed(MaskPattern):
     """Table 5 'part-level fixed' = Eq. 5: ``parts`` equal-height parts, no randomness."""
 
