@@ -84,5 +84,6 @@ def test_lightning_messages_print_once_without_adverts(monkeypatch: pytest.Monke
     assert logging.getLogger("lightning").handlers == []
     rank_zero_info("GPU available: False, used: False")
     rank_zero_info("💡 Tip: try our cloud")
+    rank_zero_info("TPU available: False, using: 0 TPU cores")
     lines = stream.getvalue().splitlines()
     assert lines == ["GPU available: False, used: False"]

@@ -16,9 +16,9 @@ from typing import Any, ClassVar
 
 from lightning.pytorch.callbacks import RichProgressBar
 
-#: Lightning messages that say nothing the user can act on: product adverts, and a default
-#: Lightning takes for loading our own checkpoints.
-_NOISE = ("💡 Tip:", "`weights_only` was not set")
+#: Lightning messages that say nothing the user can act on: product adverts, accelerators this
+#: package never uses (the GPU line stays), and a default Lightning takes for our own checkpoints.
+_NOISE = ("💡 Tip:", "TPU available:", "HPU available:", "`weights_only` was not set")
 
 
 class _DropNoise(logging.Filter):
