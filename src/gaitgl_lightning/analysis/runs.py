@@ -115,6 +115,11 @@ def _resolve(config: DictConfig) -> dict[str, Any]:
     assert isinstance(raw, dict)
     resolved: dict[str, Any] = {}
     for key, written in raw.items():
+        if "${hydra:" in json.dumps(written, default=str):
+            # Only the run's own Hydra node resolves these; whatever Hydra config this process
+            # holds (if any) would give another run's values.
+            resolved[str(key)] = written
+            continue
         try:
             value = config[key]
             resolved[str(key)] = (
