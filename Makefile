@@ -44,8 +44,13 @@ format: $(STAMP) ## Apply ruff formatting and fixes
 notebooks: $(STAMP) ## Execute notebooks/ on your newest run and multirun (ARGS="--run <dir> --sweep <dir>")
 	$(PY) -m gaitgl_lightning.analysis.notebooks $(ARGS)
 
-bench: $(STAMP) ## Run the speed / memory benchmarks (ratios against in-run baselines)
-	@for f in bench/bench_*.py; do echo "== $$f"; $(PY) $$f || exit 1; done
+# Every benchmark prints its ratios with their goals; the summary at the end repeats those lines.
+# OPENGAIT_ROOT=<OpenGait checkout> adds the side-by-side comparison with OpenGait itself.
+bench: $(STAMP) ## Run the speed / memory benchmarks (ratios against in-run baselines; OPENGAIT_ROOT=... adds OpenGait)
+	@log=$$(mktemp); for f in bench/bench_*.py; do echo "== $$f" | tee -a $$log; \
+	  { $(PY) $$f 2>&1; echo $$? > $$log.rc; } | tee -a $$log; \
+	  [ "$$(cat $$log.rc)" = 0 ] || { rm -f $$log $$log.rc; exit 1; }; done; \
+	echo "== summary: every ratio with its goal"; grep -E "goal|==" $$log; rm -f $$log $$log.rc
 
 clean: ## Remove caches and build outputs (keeps .venv and outputs/)
 	rm -rf .pytest_cache .mypy_cache .ruff_cache build dist src/*.egg-info

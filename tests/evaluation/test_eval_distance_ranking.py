@@ -117,3 +117,37 @@ def test_cmc_needs_probes() -> None:
     }
     with pytest.raises(ValueError, match="no probe"):
         cmc_from_ranks(torch.tensor([], dtype=torch.long), [1])
+
+
+@pytest.mark.parametrize("tile", [1, 7, 1 << 20])
+def test_gallery_tiles_do_not_change_distances(tile: int, monkeypatch: pytest.MonkeyPatch) -> None:
+    """euc_parts works on gallery tiles of ``_TILE_ELEMS`` elements; any tiling, same numbers."""
+    from gaitgl_lightning.evaluation import distance as dist_mod
+
+    monkeypatch.setattr(dist_mod, "_TILE_ELEMS", tile)
+    g = torch.Generator().manual_seed(3)
+    p, q = torch.randn(5, 4, 3, generator=g), torch.randn(23, 4, 3, generator=g)
+    got = pairwise_distance(p, q, "euc_parts", chunk_size=2)
+    torch.testing.assert_close(
+        got.double(), naive_distance(p, q, "euc_parts"), atol=1e-4, rtol=1e-4
+    )
+
+
+def test_view_nearest_hits_against_brute_force() -> None:
+    """Per-view rank-1 from the same block as rank-k: first minimum of each view's columns."""
+    from gaitgl_lightning.evaluation.ranking import view_nearest_hits
+
+    g = torch.Generator().manual_seed(4)
+    d = torch.randint(0, 4, (6, 11), generator=g).float()  # many ties
+    plab = torch.randint(0, 3, (6,), generator=g)
+    glab = torch.randint(0, 3, (11,), generator=g)
+    bounds = [0, 4, 4, 9, 11]  # view 1 has no gallery column
+    hits = view_nearest_hits(d, plab, glab, bounds)
+    for i in range(6):
+        for v in range(4):
+            cols = list(range(bounds[v], bounds[v + 1]))
+            if not cols:
+                assert not hits[i, v]
+                continue
+            best = min(cols, key=lambda c: (float(d[i, c]), c))
+            assert bool(hits[i, v]) == bool(glab[best] == plab[i])

@@ -24,6 +24,11 @@ from torch import Tensor
 DISTANCES: tuple[str, ...] = ("euc_parts", "euc_flat", "cos")
 DEFAULT_CHUNK_SIZE = 1024
 _BUILD_ROWS = 4096  # gallery rows converted at a time when preparing a flat gallery
+# Elements of the [n, columns] block that euc_parts works on per gallery tile (16 MiB float32;
+# measured on a shared 2-core CPU, 512 probes x 8192 gallery x 128 x 64: 1.5x the former per-part
+# mm + 5 passes; 1 MiB tiles were slower: a GEMM on a strided gallery slice loses more than the
+# cache gains).
+_TILE_ELEMS = 1 << 22
 
 
 def check_distance(name: str) -> str:
@@ -72,6 +77,7 @@ class GalleryCache:
         self.size = gallery.shape[0] if rows is None else rows.shape[0]
         self.device = gallery.device
         num, chans, parts = self.size, gallery.shape[1], gallery.shape[2]
+        self.parts, self.chans = parts, chans
         # Built one part at a time: a whole-gallery float32 copy per step would multiply the
         # peak memory of a large gallery several times over.
         if distance == "euc_flat":
@@ -87,15 +93,22 @@ class GalleryCache:
                 self.mat[:, start : start + block.shape[0]] = flat.t()
                 self.sq[start : start + block.shape[0]] = (flat * flat).sum(1)
             return
-        self.mat = torch.empty(parts, chans, num, dtype=torch.float32, device=self.device)
-        self.sq = torch.empty(parts, num, dtype=torch.float32, device=self.device)
+        if distance == "cos":
+            self.mat = torch.empty(parts, chans, num, dtype=torch.float32, device=self.device)
+            for k in range(parts):
+                col = gallery[:, :, k] if rows is None else gallery[rows, :, k]
+                self.mat[k] = torch.nn.functional.normalize(col.float(), p=2, dim=1).t()
+            return
+        # euc_parts: per part the augmented [C + 2, G] matrix (-2 y, |y|^2, 1), so that ONE
+        # GEMM with the probe's (x, 1, |x|^2) gives |x|^2 + |y|^2 - 2 x.y (no separate passes
+        # to scale and add the norms over the [n, G] block).
+        self.mat = torch.empty(parts, chans + 2, num, dtype=torch.float32, device=self.device)
         for k in range(parts):
             col = gallery[:, :, k] if rows is None else gallery[rows, :, k]
             part = col.float()  # [G, C]
-            if distance == "cos":
-                part = torch.nn.functional.normalize(part, p=2, dim=1)
-            self.mat[k] = part.t()
-            self.sq[k] = (part * part).sum(1)
+            self.mat[k, :chans] = part.t().mul(-2.0)
+            self.mat[k, chans] = (part * part).sum(1)
+            self.mat[k, chans + 1] = 1.0
 
 
 def distance_to_gallery(probe: Tensor, cache: GalleryCache) -> Tensor:
@@ -115,11 +128,11 @@ def distance_to_gallery(probe: Tensor, cache: GalleryCache) -> Tensor:
         d2 = (flat * flat).sum(1, keepdim=True) + cache.sq.unsqueeze(0) - 2.0 * (flat @ cache.mat)
         return d2.clamp_min_(0.0).sqrt_()
     parts = _part_major(probe)  # [p, n, C]
-    if parts.shape[0] != cache.mat.shape[0] or parts.shape[2] != cache.mat.shape[1]:
+    if parts.shape[0] != cache.parts or parts.shape[2] != cache.chans:
         raise ValueError(
             "probe and gallery embeddings differ in shape "
             f"(probe [C={parts.shape[2]}, p={parts.shape[0]}], "
-            f"gallery [C={cache.mat.shape[1]}, p={cache.mat.shape[0]}])"
+            f"gallery [C={cache.chans}, p={cache.parts}])"
         )
     num_parts = parts.shape[0]
     out = torch.zeros(n, cache.size, dtype=torch.float32, device=cache.device)
@@ -128,12 +141,18 @@ def distance_to_gallery(probe: Tensor, cache: GalleryCache) -> Tensor:
         for k in range(num_parts):
             out.addmm_(parts[k], cache.mat[k])
         return out.div_(-float(num_parts)).add_(1.0)
-    buf = torch.empty_like(out)
-    for k in range(num_parts):
-        pk = parts[k]
-        torch.mm(pk, cache.mat[k], out=buf)
-        buf.mul_(-2.0).add_((pk * pk).sum(1, keepdim=True)).add_(cache.sq[k].unsqueeze(0))
-        out.add_(buf.clamp_min_(0.0).sqrt_())
+    ones = parts.new_ones(num_parts, n, 1)
+    aug = torch.cat([parts, ones, (parts * parts).sum(2, keepdim=True)], 2)  # [p, n, C + 2]
+    # Gallery tiles: the per-part block is clamped, rooted and accumulated while in cache.
+    tile = max(1, min(cache.size, _TILE_ELEMS // max(n, 1)))
+    flat = torch.empty(n * tile, dtype=torch.float32, device=cache.device)
+    for t0 in range(0, cache.size, tile):
+        w = min(tile, cache.size - t0)
+        buf = flat[: n * w].view(n, w)
+        acc = out[:, t0 : t0 + w]
+        for k in range(num_parts):
+            torch.mm(aug[k], cache.mat[k, :, t0 : t0 + w], out=buf)
+            acc.add_(buf.clamp_min_(0.0).sqrt_())
     return out.div_(float(num_parts))
 
 

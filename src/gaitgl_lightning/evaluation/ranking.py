@@ -55,6 +55,27 @@ def first_match_rank(dist: Tensor, probe_labels: Tensor, gallery_labels: Tensor)
     return torch.where(has, rank, torch.full_like(rank, g))
 
 
+def view_nearest_hits(
+    dist: Tensor, probe_labels: Tensor, gallery_labels: Tensor, bounds: Sequence[int]
+) -> Tensor:
+    """Rank-1 hit of each probe row against each view's gallery: bool ``[n, views]``.
+
+    The gallery columns are grouped by view, view ``v`` being columns
+    ``bounds[v]:bounds[v + 1]``; the nearest column of a view is its first minimum (ties by
+    gallery order). Works on the same block as ``first_match_rank``, so a protocol that wants
+    per-view rank-1 and rank-k makes one distance pass.
+    """
+    glab = gallery_labels.to(dist.device)
+    plab = probe_labels.to(dist.device)
+    views = len(bounds) - 1
+    hits = torch.zeros(dist.shape[0], views, dtype=torch.bool, device=dist.device)
+    for v in range(views):
+        s, e = int(bounds[v]), int(bounds[v + 1])
+        if e > s:
+            hits[:, v] = glab[s:e][dist[:, s:e].argmin(1)] == plab
+    return hits
+
+
 def cmc_from_ranks(ranks: Tensor, ks: Sequence[int]) -> dict[int, float]:
     """Fraction of probes whose first true match is within the top ``k`` (rank-k accuracy)."""
     if ranks.numel() == 0:
