@@ -71,52 +71,45 @@ class NoMask(MaskPattern):
     random = False
 
 
-class PartH(MaskPattern):
+class LineMask(MaskPattern):
+    """Whole rows (``axis = "h"``) or columns (``"v"``) of the map, ``floor(d * size)`` of them:
+    one contiguous band at a random start (``band = True``) or a random subset. The four line
+    strategies of Table 5 differ in these two settings only."""
+
+    axis: ClassVar[str] = "h"
+    band: ClassVar[bool] = True
+
+    def dropped(
+        self, m: int, height: int, width: int, count: Count, generator: Gen, device: Device
+    ) -> torch.Tensor:
+        size = height if self.axis == "h" else width
+        lines = (_band if self.band else _subset)(m, size, count(size), generator, device)
+        shaped = lines[:, :, None] if self.axis == "h" else lines[:, None, :]
+        return shaped.expand(m, height, width)
+
+
+class PartH(LineMask):
     """Table 5 'part-level H': one contiguous band of floor(d*H) rows."""
 
-    name = "part_h"
-
-    def dropped(
-        self, m: int, height: int, width: int, count: Count, generator: Gen, device: Device
-    ) -> torch.Tensor:
-        rows = _band(m, height, count(height), generator, device)
-        return rows[:, :, None].expand(m, height, width)
+    name, axis, band = "part_h", "h", True
 
 
-class PartV(MaskPattern):
+class PartV(LineMask):
     """Table 5 'part-level V': one contiguous band of floor(d*W) columns."""
 
-    name = "part_v"
-
-    def dropped(
-        self, m: int, height: int, width: int, count: Count, generator: Gen, device: Device
-    ) -> torch.Tensor:
-        cols = _band(m, width, count(width), generator, device)
-        return cols[:, None, :].expand(m, height, width)
+    name, axis, band = "part_v", "v", True
 
 
-class StripH(MaskPattern):
+class StripH(LineMask):
     """Table 5 'strip-level H': a random subset of floor(d*H) rows."""
 
-    name = "strip_h"
-
-    def dropped(
-        self, m: int, height: int, width: int, count: Count, generator: Gen, device: Device
-    ) -> torch.Tensor:
-        rows = _subset(m, height, count(height), generator, device)
-        return rows[:, :, None].expand(m, height, width)
+    name, axis, band = "strip_h", "h", False
 
 
-class StripV(MaskPattern):
+class StripV(LineMask):
     """Table 5 'strip-level V' (the paper's final choice): a random subset of floor(d*W) columns."""
 
-    name = "strip_v"
-
-    def dropped(
-        self, m: int, height: int, width: int, count: Count, generator: Gen, device: Device
-    ) -> torch.Tensor:
-        cols = _subset(m, width, count(width), generator, device)
-        return cols[:, None, :].expand(m, height, width)
+    name, axis, band = "strip_v", "v", False
 
 
 class Pixel(MaskPattern):
