@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 import torch
 from as_shipped import casia_b, opengait_gaitgl_checkpoint, tiny_run
-from helpers import compose_config
+from helpers import assert_one_line_error, compose_config, run_cli
 from hydra.utils import instantiate
 from omegaconf import DictConfig
 
@@ -44,12 +44,12 @@ def test_task_eval_takes_an_opengait_checkpoint_with_only_the_test_split(tmp_pat
     assert saved["format"] == "opengait" and saved["eval"]["protocol"] == "casia_b"
     assert 0.0 <= saved["eval"]["summary"]["rank1"] <= 1.0
     assert out["eval"]["counts"]["num_probes"] == 3 * 4 * 2  # NM#05-06, BG#01, CL#01 x 2 views
-    # The wrong architecture: the error names the model config the checkpoint needs.
-    wrong = compose_config(
+    # The wrong architecture: one line naming the file and the model config it needs.
+    proc = run_cli(
         [*common, "task=eval", f"ckpt_path={pt}", "model=opengait_gaitgl_large"], tmp_path / "w"
     )
-    with pytest.raises(CheckpointError, match=r"use model=opengait_gaitgl$"):
-        evaluate_checkpoint(wrong)
+    line = assert_one_line_error(proc, str(pt), "use model=opengait_gaitgl")
+    assert "use model=opengait_gaitgl " in line  # not opengait_gaitgl_large
 
     # task=extract embeds a folder with the same checkpoint.
     probe = raw / "075" / "nm-05"

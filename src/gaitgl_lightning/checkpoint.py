@@ -145,18 +145,22 @@ def load_opengait_weights(
 ) -> None:
     """Load an OpenGait checkpoint into ``net``; on a mismatch the error names the model
     config that fits the checkpoint (or says that none of the shipped ones does)."""
-    try:
-        load_opengait_state(net, state, str(path), classifier=classifier)  # type: ignore[arg-type]
-    except OpenGaitCheckpointError as err:
+    problems, _ = opengait_problems(net, state, str(path), classifier=classifier)  # type: ignore[arg-type]
+    if problems:
         classes = opengait_num_classes(state) or 1
         fits = fitting_opengait_configs(state, classes)
         hint = (
             f"use model={fits[0]}"
             if fits
-            else "none of the shipped opengait_* model configs "
-            "fits it: write a model config with its stages"
+            else "none of the shipped opengait_* model configs fits it: write a model config "
+            "with its stages"
         )
-        raise OpenGaitCheckpointError(f"{err}\n{path}: {hint}") from err
+        log.info("%s: differences from the model config:\n%s", path, "\n".join(problems))
+        raise OpenGaitCheckpointError(
+            f"{path}: an OpenGait checkpoint that does not fit this model config "
+            f"({len(problems)} differences, e.g. {problems[0].strip()}); {hint}"
+        )
+    load_opengait_state(net, state, str(path), classifier=classifier)  # type: ignore[arg-type]
 
 
 def load_network(
