@@ -22,6 +22,7 @@ from lightning.pytorch.utilities import rank_zero_only
 from omegaconf import DictConfig, OmegaConf
 
 from gaitgl_lightning import __version__
+from gaitgl_lightning.checkpointing import AtomicCheckpointIO, newest_checkpoint
 from gaitgl_lightning.console import print_run_summary, quiet_lightning
 from gaitgl_lightning.datamodule import GaitDataModule
 from gaitgl_lightning.errors import ConfigError, MissingCheckpointError
@@ -80,7 +81,11 @@ def build_trainer(cfg: DictConfig, **overrides: Any) -> L.Trainer:
     if not cfg.trainer.get("enable_progress_bar", True):
         callbacks = [c for c in callbacks if not isinstance(c, ProgressBar)]
     loggers = [instantiate(c) for c in (cfg.get("logger") or {}).values() if c]
-    kwargs: dict[str, Any] = {"callbacks": callbacks, "logger": loggers or False}
+    kwargs: dict[str, Any] = {
+        "callbacks": callbacks,
+        "logger": loggers or False,
+        "plugins": [AtomicCheckpointIO()],
+    }
     kwargs.update(overrides)
     return instantiate(cfg.trainer, **kwargs)
 
@@ -96,18 +101,21 @@ def close_loggers() -> None:
 
 
 def _resolve_ckpt(cfg: DictConfig) -> str | None:
-    """``ckpt_path``: ``last`` means this run dir's ``checkpoints/last.ckpt``."""
+    """``ckpt_path``: ``last`` means the newest checkpoint of this run dir's ``checkpoints/``
+    (a step checkpoint, ``last.ckpt``, or one saved when an evaluation failed)."""
     ckpt = cfg.get("ckpt_path")
     if ckpt in (None, ""):
         return None
     if str(ckpt) == "last":
-        path = output_dir(cfg) / "checkpoints" / "last.ckpt"
-        if not path.is_file():
+        folder = output_dir(cfg) / "checkpoints"
+        newest = newest_checkpoint(folder)
+        if newest is None:
             raise MissingCheckpointError(
-                f"ckpt_path=last: no {path}; pass the run dir again with "
+                f"ckpt_path=last: no checkpoint in {folder}; pass the run dir again with "
                 "hydra.run.dir=<the run to resume> or give ckpt_path=<file>"
             )
-        return str(path)
+        log.info("ckpt_path=last: resuming from %s", newest)
+        return str(newest)
     if not Path(str(ckpt)).is_file():
         raise MissingCheckpointError(f"ckpt_path={ckpt}: no checkpoint file there")
     return str(ckpt)
