@@ -17,16 +17,24 @@ from typing import Any
 
 import lightning as L
 import torch
+import torch.distributed as dist
 from torch import nn
 
 from gaitgl_lightning import __version__
-from gaitgl_lightning.errors import TrainingError
+from gaitgl_lightning.errors import EvaluationError, GaitGLError, RankFailure, TrainingError
 from gaitgl_lightning.evaluation import evaluate, gather_by_index, write_submission
 
 log = logging.getLogger(__name__)
 
 OptimizerFactory = Callable[[Iterable[nn.Parameter]], torch.optim.Optimizer]
 SchedulerFactory = Callable[[torch.optim.Optimizer], Any]
+
+
+def _describe(err: BaseException | None) -> str | None:
+    """What other ranks are told of a failure: a family error's message, else type and message."""
+    if err is None:
+        return None
+    return str(err) if isinstance(err, GaitGLError) else f"{type(err).__name__}: {err}"
 
 
 class NonFiniteLossError(TrainingError, FloatingPointError):
@@ -75,6 +83,7 @@ class GaitGLModule(L.LightningModule):
         self.evaluated_at: int | None = None
         self._eval_embeddings: list[torch.Tensor] = []
         self._eval_index: list[torch.Tensor] = []
+        self._eval_failure: Exception | None = None
         self._step_clock: float | None = None
         self.loaded_step: int | None = None  # the step of a checkpoint loaded for evaluation
         # Logged-metric prefix of the next evaluations (None: the stage, ``val`` / ``test``).
@@ -124,7 +133,12 @@ class GaitGLModule(L.LightningModule):
         """One P x K step: forward, combined loss, logging; stop cleanly on a non-finite loss."""
         lengths = batch.get("lengths")
         full = lengths is None or bool((lengths == batch["sils"].shape[1]).all())
-        out = self(batch["sils"], None if full else lengths)
+        failure: Exception | None = None
+        try:
+            out = self(batch["sils"], None if full else lengths)
+        except Exception as err:  # shared below, before the loss's all-gather
+            failure = err
+        self._share_failure(failure, f"in training step {self.global_step}")
         result = self.loss(out.embeddings, out.logits, batch["labels"])
         self._check_finite(result.total, result.parts)
         log = {f"train/{k}": v.float() for k, v in result.parts.items()}
@@ -177,10 +191,20 @@ class GaitGLModule(L.LightningModule):
     def on_validation_epoch_start(self) -> None:
         self._eval_embeddings.clear()
         self._eval_index.clear()
+        self._eval_failure = None
 
     def validation_step(self, batch: Mapping[str, torch.Tensor], batch_idx: int) -> None:
-        """Embed a padded batch of whole sequences; keep the embeddings with their indices."""
-        out = self(batch["sils"], batch["lengths"])
+        """Embed a padded batch of whole sequences; keep the embeddings with their indices.
+
+        A failure is kept, not raised: the rank skips its remaining batches and shares the
+        failure at the end of the epoch, before the gather every other rank waits in."""
+        if self._eval_failure is not None:
+            return
+        try:
+            out = self(batch["sils"], batch["lengths"])
+        except Exception as err:
+            self._eval_failure = err
+            return
         self._eval_embeddings.append(out.embeddings.detach().float())
         self._eval_index.append(batch["index"].detach())
 
@@ -197,14 +221,29 @@ class GaitGLModule(L.LightningModule):
         self._finish_evaluation("test")
 
     def _finish_evaluation(self, stage: str) -> None:
-        """Gather every rank's embeddings, evaluate once on rank 0, share the summary."""
-        embeddings, index = self._collected()
+        """Gather every rank's embeddings, evaluate once on rank 0, share the summary.
+
+        Every collective here is preceded by one that tells every rank whether any rank
+        failed (a forward pass on one rank, the protocol on rank 0), so all ranks stop together
+        with the same message instead of waiting for a rank that is gone."""
+        local = self._eval_embeddings[0].shape[1:] if self._eval_embeddings else None
+        shared = self._all_gather_object((_describe(self._eval_failure), local))
+        self._raise_if_failed([m for m, _ in shared], self._eval_failure, "in evaluation")
+        shape = next((tuple(s) for _, s in shared if s is not None), None)
+        if shape is None:
+            raise EvaluationError("the evaluation set gave no embeddings on any rank (empty?)")
+        embeddings, index = self._collected(shape)
         embeddings, index = gather_by_index(embeddings, index)
         summary: dict[str, float] | None = None
+        failure: Exception | None = None
         if self.trainer.is_global_zero and not self.trainer.sanity_checking:
-            self.last_result = self._evaluate(embeddings.cpu(), index.cpu())
-            summary = {k: float(v) for k, v in self.last_result.summary().items()}
-        summary = self.trainer.strategy.broadcast(summary, src=0)
+            try:
+                self.last_result = self._evaluate(embeddings.cpu(), index.cpu())
+                summary = {k: float(v) for k, v in self.last_result.summary().items()}
+            except Exception as err:  # shared in the broadcast every other rank waits in
+                failure = err
+        summary, message = self.trainer.strategy.broadcast((summary, _describe(failure)), src=0)
+        self._raise_if_failed([message], failure, "in evaluation")
         if summary is None:
             return
         self.evaluated_at = int(self.global_step)
@@ -214,16 +253,64 @@ class GaitGLModule(L.LightningModule):
             on_epoch=True,
         )
 
-    def _collected(self) -> tuple[torch.Tensor, torch.Tensor]:
+    def _collected(self, shape: tuple[int, ...]) -> tuple[torch.Tensor, torch.Tensor]:
+        """This rank's embeddings and indices (empty, of the shared shape, when it had none)."""
         if self._eval_embeddings:
             return torch.cat(self._eval_embeddings), torch.cat(self._eval_index)
-        # A rank with no share of the evaluation set still joins the collectives.
-        shape = getattr(self, "_embedding_shape", None)
-        if shape is None:
-            raise RuntimeError("evaluation produced no embeddings on this rank")
-        return torch.empty((0, *shape), device=self.device), torch.empty(
-            0, dtype=torch.long, device=self.device
+        empty = torch.empty((0, *shape), device=self.device)
+        return empty, torch.empty(0, dtype=torch.long, device=self.device)
+
+    # ----------------------------------------------------------------------------- failures
+    def _all_gather_object(self, obj: Any) -> list[Any]:
+        """``obj`` of every rank, in rank order (just ``[obj]`` without a process group)."""
+        if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() == 1:
+            return [obj]
+        out: list[Any] = [None] * dist.get_world_size()
+        dist.all_gather_object(out, obj)
+        return out
+
+    def _share_failure(self, failure: Exception | None, where: str) -> None:
+        """A collective every rank enters: when any rank failed, every rank raises.
+
+        One boolean all-reduce when all is well; the messages are gathered only on failure."""
+        ok = self.trainer.strategy.reduce_boolean_decision(failure is None, all=True)
+        if ok:
+            return
+        messages = self._all_gather_object(_describe(failure))
+        self._raise_if_failed(messages, failure, where)
+
+    def _raise_if_failed(
+        self, messages: list[str | None], own: Exception | None, where: str
+    ) -> None:
+        """Raise on every rank when any message (indexed by rank) reports a failure: the
+        failing rank its own exception, the others ``RankFailure`` with its message. During
+        ``fit`` a checkpoint is saved first (every rank takes part), so no training is lost."""
+        failed = [(rank, m) for rank, m in enumerate(messages) if m is not None]
+        if not failed:
+            return
+        saved = self._save_after_failure()
+        rank, message = failed[0]
+        note = f"; saved {saved}: fix the cause and resume with ckpt_path=last" if saved else ""
+        if own is not None and not isinstance(own, GaitGLError):
+            log.error("rank %d failed %s%s", rank, where, note)
+            raise own  # a bug: keep its traceback
+        if own is not None:
+            own.args = (f"{own}{note}",)
+            raise own
+        raise RankFailure(f"rank {rank} failed {where}: {message}{note}")
+
+    def _save_after_failure(self) -> Path | None:
+        """Write ``checkpoints/failed-step<N>.ckpt`` when training (every rank calls this)."""
+        trainer = self.trainer
+        if trainer.state.fn != "fit" or trainer.sanity_checking:
+            return None
+        callback = trainer.checkpoint_callback
+        folder = (
+            getattr(callback, "dirpath", None) or Path(trainer.default_root_dir) / "checkpoints"
         )
+        path = Path(folder) / f"failed-step{self.global_step:06d}.ckpt"
+        trainer.save_checkpoint(path)
+        return path
 
     def _evaluate(self, embeddings: torch.Tensor, index: torch.Tensor) -> Any:
         datamodule: Any = getattr(self.trainer, "datamodule", None)

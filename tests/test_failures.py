@@ -1,0 +1,165 @@
+"""No lost training, no rank left waiting.
+
+Step checkpoints are written every ``checkpoint_every`` steps, independent of evaluation; a
+failed evaluation saves a checkpoint first; a training process killed with SIGKILL resumes with
+``ckpt_path=last`` to the same weights as an uninterrupted run; under 2-process gloo DDP a
+failure on any rank ends both ranks with the same message (``tests/ddp_fault.py`` injects it).
+"""
+
+from __future__ import annotations
+
+import os
+import random
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+from helpers import TINY, assert_one_line_error, compose_config, run_cli
+
+from gaitgl_lightning.checkpointing import newest_checkpoint
+from gaitgl_lightning.errors import EvaluationError
+from gaitgl_lightning.module import GaitGLModule
+from gaitgl_lightning.run import train
+
+QUIET = ["eval_best=false", "baseline_gei=false"]
+
+
+def test_step_checkpoints_are_kept_independent_of_evaluation(tmp_path: Path) -> None:
+    train(
+        compose_config(
+            [*TINY, *QUIET, "eval_every=100", "checkpoint_every=4", "checkpoint_keep=2"], tmp_path
+        )
+    )
+    folder = tmp_path / "run" / "checkpoints"
+    assert sorted(p.name for p in (folder / "steps").iterdir()) == [
+        "step000008.ckpt",
+        "step000012.ckpt",
+    ]  # no evaluation ran before the end, the newest 2 of 4, 8, 12 are kept, no temp file
+    newest = newest_checkpoint(folder)
+    assert newest is not None
+    assert torch.load(newest, weights_only=False)["global_step"] == 12
+
+
+def test_a_failed_evaluation_saves_a_checkpoint_then_stops(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def fail(self, embeddings, index):  # type: ignore[no-untyped-def]
+        raise EvaluationError("casia_b: no probe subject appears in the gallery")
+
+    monkeypatch.setattr(GaitGLModule, "_evaluate", fail)
+    with pytest.raises(EvaluationError, match=r"no probe subject.*ckpt_path=last"):
+        train(compose_config([*TINY, *QUIET, "eval_every=6", "checkpoint_every=100"], tmp_path))
+    saved = tmp_path / "run" / "checkpoints" / "failed-step000006.ckpt"
+    assert torch.load(saved, weights_only=False)["global_step"] == 6
+    assert newest_checkpoint(tmp_path / "run" / "checkpoints") == saved
+
+
+def _start_cli(args: list[str], root: Path) -> subprocess.Popen[str]:
+    root.mkdir(parents=True, exist_ok=True)
+    env = {**os.environ, "GAITGL_ROOT": str(root), "WANDB_MODE": "offline"}
+    return subprocess.Popen(
+        [sys.executable, "-m", "gaitgl_lightning", *args],
+        cwd=root,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        text=True,
+    )
+
+
+@pytest.mark.slow
+def test_sigkill_then_resume_gives_the_weights_of_an_uninterrupted_run(tmp_path: Path) -> None:
+    common = [*TINY, *QUIET, "trainer.deterministic=true", "checkpoint_every=2", "eval_every=6"]
+    full = run_cli(common, tmp_path / "full")
+    assert full.returncode == 0, full.stderr[-3000:]
+    (full_run,) = (tmp_path / "full" / "outputs" / "train" / "runs").iterdir()
+
+    proc = _start_cli(common, tmp_path / "killed")
+    kill_after = random.Random().choice([3, 5, 7, 9])  # an arbitrary step
+    deadline = time.monotonic() + 300
+    steps: list[Path] = []
+    while time.monotonic() < deadline and proc.poll() is None:
+        steps = list((tmp_path / "killed" / "outputs").glob("train/runs/*/checkpoints/steps/*"))
+        if any(int(p.stem[4:10]) >= kill_after - 1 for p in steps if p.stem.startswith("step")):
+            time.sleep(random.uniform(0.0, 0.5))  # somewhere inside the next step
+            break
+        time.sleep(0.05)
+    assert proc.poll() is None, "the run ended before it could be killed"
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    (run,) = (tmp_path / "killed" / "outputs" / "train" / "runs").iterdir()
+    assert not (run / "metrics.json").exists()
+
+    resumed = run_cli([*common, "ckpt_path=last", f"hydra.run.dir={run}"], tmp_path / "killed")
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    want = torch.load(full_run / "checkpoints" / "last.ckpt", weights_only=False)
+    got = torch.load(run / "checkpoints" / "last.ckpt", weights_only=False)
+    assert got["global_step"] == want["global_step"] == 12
+    for key, value in want["state_dict"].items():
+        torch.testing.assert_close(got["state_dict"][key], value, rtol=0, atol=1e-6, msg=key)
+
+
+# ----------------------------------------------------------------------------- DDP
+FAULT_SCRIPT = Path(__file__).with_name("ddp_fault.py")
+
+
+def _ddp_with_fault(tmp_path: Path, fault: str, *extra: str) -> subprocess.CompletedProcess[str]:
+    env = {
+        **os.environ,
+        "GAITGL_ROOT": str(tmp_path),
+        "WANDB_MODE": "offline",
+        "GAITGL_TEST_FAULT": fault,
+    }
+    args = [*TINY, *QUIET, "trainer=ddp_cpu", "eval_every=4", "trainer.max_steps=8", *extra]
+    start = time.monotonic()
+    proc = subprocess.run(
+        [sys.executable, str(FAULT_SCRIPT), *args],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
+    proc.elapsed = time.monotonic() - start  # type: ignore[attr-defined]
+    return proc
+
+
+def test_ddp_rank0_failing_in_evaluation_ends_both_ranks(tmp_path: Path) -> None:
+    proc = _ddp_with_fault(tmp_path, "protocol")
+    lines = [line for line in proc.stderr.splitlines() if line.startswith("error: ")]
+    assert_one_line_error(proc, "no probe subject", "ckpt_path=last") if len(lines) == 1 else None
+    assert proc.returncode == 1 and "Traceback" not in proc.stdout + proc.stderr
+    assert any("rank 0 failed in evaluation: " in line for line in lines), proc.stderr[-3000:]
+    (run,) = (tmp_path / "outputs" / "train" / "runs").iterdir()
+    assert (run / "checkpoints" / "failed-step000004.ckpt").is_file()
+
+
+@pytest.mark.slow
+def test_ddp_rank1_failing_in_evaluation_ends_both_ranks(tmp_path: Path) -> None:
+    proc = _ddp_with_fault(tmp_path, "eval_forward_rank1")
+    output = proc.stdout + proc.stderr
+    assert proc.returncode != 0
+    assert "rank 1 failed in evaluation: RuntimeError: injected out of memory" in output
+    (run,) = (tmp_path / "outputs" / "train" / "runs").iterdir()
+    assert (run / "checkpoints" / "failed-step000004.ckpt").is_file()
+
+
+@pytest.mark.slow
+def test_ddp_rank1_failing_in_training_ends_both_ranks(tmp_path: Path) -> None:
+    proc = _ddp_with_fault(tmp_path, "train_forward_rank1")
+    output = proc.stdout + proc.stderr
+    assert proc.returncode != 0
+    assert "rank 1 failed in training step 2: RuntimeError: injected out of memory" in output
+
+
+@pytest.mark.slow
+def test_ddp_rank_without_an_evaluation_share_evaluates_normally(tmp_path: Path) -> None:
+    proc = _ddp_with_fault(tmp_path, "no_share_rank1")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    (run,) = (tmp_path / "outputs" / "train" / "runs").iterdir()
+    assert (run / "metrics.json").is_file()
