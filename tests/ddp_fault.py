@@ -35,9 +35,12 @@ def _forward_failing_on_rank1(self: GaitGLModule, sils: Any, lengths: Any = None
 def _no_share_for_rank1(
     self: Any, lengths: Any, batch_size: int = 8, rank: int = 0, world_size: int = 1, **kw: Any
 ) -> None:
-    _sampler_init(self, lengths, batch_size, 0, 1, **kw)  # as one process: every sequence
-    if rank == 1:
-        self.batches = []
+    """As if the evaluation set had fewer sequences than ranks: rank 0 gets every sequence;
+    rank 1 sees a one-sequence set, of which it has no share (the sampler's own rule applies)."""
+    if rank == 0:
+        _sampler_init(self, lengths, batch_size, 0, 1, **kw)
+    else:
+        _sampler_init(self, list(lengths)[:1], batch_size, rank, world_size, **kw)
 
 
 if FAULT == "protocol":

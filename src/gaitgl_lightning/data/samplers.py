@@ -147,6 +147,11 @@ class EvalShardSampler(Sampler[list[int]]):
             real += n
         if current:
             self.batches.append(current)
+        if not self.batches and len(order):
+            # Fewer sequences than ranks: a rank with no share still evaluates one sequence, a
+            # repeat that the index gather drops, so that every rank runs the evaluation loop
+            # and joins its collectives (Lightning also refuses an empty loader on one rank).
+            self.batches = [[int(order[0])]]
 
     def padding(self, lengths: Sequence[int]) -> float:
         """Fraction of this rank's padded frames that are padding."""
