@@ -15,7 +15,7 @@ from typing import Any
 import numpy as np
 from torch.utils.data import Sampler
 
-from gaitgl_lightning.errors import BatchError, CheckpointError
+from gaitgl_lightning.errors import BatchError, CheckpointError, ConfigError
 
 
 class PKBatchSampler(Sampler[list[tuple[int, int]]]):
@@ -125,7 +125,7 @@ class EvalShardSampler(Sampler[list[int]]):
         max_padding: float = 0.1,
     ) -> None:
         if not 0.0 <= max_padding < 1.0:
-            raise ValueError(f"max_padding must lie in [0, 1), got {max_padding}")
+            raise ConfigError(f"max_padding must lie in [0, 1), got {max_padding}")
         if not 0 <= rank < world_size:
             raise ValueError(f"rank {rank} outside world size {world_size}")
         lens = np.asarray(lengths, dtype=np.int64)

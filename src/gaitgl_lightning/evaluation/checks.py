@@ -13,6 +13,7 @@ import torch
 from torch import Tensor
 
 from gaitgl_lightning.data.meta import SequenceMeta
+from gaitgl_lightning.errors import ConfigError, EvaluationError
 from gaitgl_lightning.evaluation.distance import as_parts
 
 CURVE_MIN_RANK = 20  # the rank-k curve always extends to at least rank 20 (GREW's cut-off)
@@ -31,7 +32,7 @@ def check_inputs(protocol: str, embeddings: Tensor, meta: SequenceMeta) -> Tenso
     if emb.shape[0] == 0:
         raise ValueError(f"{protocol}: no embeddings to evaluate")
     if not bool(torch.isfinite(emb).all()):
-        raise ValueError(f"{protocol}: embeddings contain NaN or infinite values")
+        raise EvaluationError(f"{protocol}: embeddings contain NaN or infinite values")
     return emb
 
 
@@ -59,7 +60,7 @@ def check_ranks(protocol: str, ranks: Sequence[int]) -> tuple[int, ...]:
     """The reported ranks k as positive ints."""
     out = tuple(int(k) for k in ranks)
     if not out or any(k < 1 for k in out):
-        raise ValueError(f"{protocol}: ranks must be positive integers, got {list(ranks)}")
+        raise ConfigError(f"{protocol}: ranks must be positive integers, got {list(ranks)}")
     return out
 
 
@@ -71,23 +72,23 @@ def split_by_types(
 ) -> tuple[np.ndarray, np.ndarray]:
     """Row indices of probe and gallery; probe defaults to every non-gallery row."""
     if gallery_types is None or len(gallery_types) == 0:
-        raise ValueError(f"{protocol}: gallery_types must name at least one sequence type")
+        raise ConfigError(f"{protocol}: gallery_types must name at least one sequence type")
     gmask = type_mask(meta, gallery_types)
     if probe_types is None:
         pmask = ~gmask
     else:
         overlap = {t.lower() for t in probe_types} & {t.lower() for t in gallery_types}
         if overlap:
-            raise ValueError(f"{protocol}: types {sorted(overlap)} are both probe and gallery")
+            raise ConfigError(f"{protocol}: types {sorted(overlap)} are both probe and gallery")
         pmask = type_mask(meta, probe_types)
     present = sorted(set(lower(meta.types).tolist()))
     if not gmask.any():
-        raise ValueError(
+        raise EvaluationError(
             f"{protocol}: empty gallery: no sequence has a gallery type {list(gallery_types)} "
             f"(types present: {present[:20]})"
         )
     if not pmask.any():
-        raise ValueError(
+        raise EvaluationError(
             f"{protocol}: no probe: no sequence has a probe type "
             f"{list(probe_types) if probe_types is not None else '(any non-gallery type)'} "
             f"(types present: {present[:20]})"

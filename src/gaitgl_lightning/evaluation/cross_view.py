@@ -16,6 +16,7 @@ import torch
 from torch import Tensor
 
 from gaitgl_lightning.data.meta import SequenceMeta
+from gaitgl_lightning.errors import EvaluationError
 from gaitgl_lightning.evaluation.checks import check_inputs, lower, sort_views, split_by_types
 from gaitgl_lightning.evaluation.distance import (
     DEFAULT_CHUNK_SIZE,
@@ -124,12 +125,12 @@ def _cross_view_setup(
     pviews = set(meta.views[pidx].astype(str).tolist())
     missing = sorted(pviews - gviews)
     if missing:
-        raise ValueError(
+        raise EvaluationError(
             f"{protocol}: probe view(s) {missing} missing from the gallery "
             f"(gallery views: {sort_views(gviews)})"
         )
     if not include_identical_view and len(gviews) < 2:
-        raise ValueError(
+        raise EvaluationError(
             f"{protocol}: identical views are excluded but the gallery has only the view(s) "
             f"{sorted(gviews)}: no cross-view pair to score (pass include_identical_view=True)"
         )
@@ -272,7 +273,9 @@ class OUMVLP(Protocol):
         t_all = view_table(hits, pviews, views, include_identical_view)
         t_valid = view_table(hits, pviews, views, include_identical_view, valid=valid)
         if np.isnan(t_valid.mean):
-            raise ValueError(f"{name}: no probe subject has any gallery sequence in a scored view")
+            raise EvaluationError(
+                f"{name}: no probe subject has any gallery sequence in a scored view"
+            )
         metrics = {
             "rank1": t_valid.mean if exclude_invalid else t_all.mean,
             "rank1_all_probes": t_all.mean,

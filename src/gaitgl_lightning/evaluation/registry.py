@@ -14,6 +14,7 @@ from typing import Any, ClassVar
 from torch import Tensor
 
 from gaitgl_lightning.data.meta import SequenceMeta
+from gaitgl_lightning.errors import ConfigError
 from gaitgl_lightning.evaluation.results import EvalResult
 
 PROTOCOLS: dict[str, Protocol] = {}
@@ -57,12 +58,12 @@ def evaluate(name: str, embeddings: Tensor, meta: SequenceMeta, **options: Any) 
     """
     key = str(name).lower().replace("-", "_")
     if key not in PROTOCOLS:
-        raise ValueError(f"unknown protocol {name!r}; choose one of {', '.join(PROTOCOLS)}")
+        raise ConfigError(f"unknown protocol {name!r}; choose one of {', '.join(PROTOCOLS)}")
     protocol = PROTOCOLS[key]
     allowed = protocol.option_names()
     unknown = sorted(set(options) - set(allowed))
     if unknown:
-        raise ValueError(
+        raise ConfigError(
             f"protocol {key!r}: unknown option(s) {unknown}; valid options: {', '.join(allowed)}"
         )
     return protocol(embeddings, meta, **options)

@@ -18,6 +18,7 @@ import torch
 from torch import Tensor
 
 from gaitgl_lightning.data.meta import SequenceMeta
+from gaitgl_lightning.errors import EvaluationError
 from gaitgl_lightning.evaluation.checks import (
     check_inputs,
     check_ranks,
@@ -177,7 +178,7 @@ def retrieval_metrics(
     first = first[use]
     matched = first < ranked.gallery_size
     if not matched.any():
-        raise ValueError(
+        raise EvaluationError(
             f"{protocol}: no probe subject appears in the gallery, so no metric can be computed"
         )
     used = first[matched] if skip_unmatched else first
@@ -311,7 +312,7 @@ class Gait3D(Protocol):
                 pmask, lost = probe_entry_mask(self.name, m, probe_set)
                 missing.extend(lost)
             if pmask.all():
-                raise ValueError(f"{self.name}: empty gallery: every sequence is a probe")
+                raise EvaluationError(f"{self.name}: empty gallery: every sequence is a probe")
             return np.flatnonzero(pmask), np.flatnonzero(~pmask)
 
         ranked = retrieve(
@@ -366,7 +367,7 @@ def probe_entry_mask(
     mask = np.isin(keys, wanted)
     lost = sorted(set(wanted.tolist()) - set(keys[mask].tolist()))
     if not mask.any():
-        raise ValueError(
+        raise EvaluationError(
             f"{protocol}: no probe: none of the {len(wanted)} probe-set entries (e.g. "
             f"{wanted[:2].tolist()}) names a sequence of the evaluation set, whose sequences "
             f"are named like {keys[:2].tolist()} (<id>-<camid>_<videoid>-<seq>)"

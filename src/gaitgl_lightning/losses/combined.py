@@ -9,6 +9,8 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
+from gaitgl_lightning.errors import ConfigError
+
 from .cross_entropy import part_cross_entropy
 from .triplet import batch_all_triplet
 
@@ -83,9 +85,9 @@ class GaitGLLoss(nn.Module):
     ) -> None:
         super().__init__()
         if triplet_weight < 0 or ce_weight < 0 or triplet_weight + ce_weight == 0:
-            raise ValueError("GaitGLLoss weights must be >= 0 and not both 0")
+            raise ConfigError("GaitGLLoss weights must be >= 0 and not both 0")
         if not 0.0 <= label_smoothing < 1.0:
-            raise ValueError(f"label_smoothing must lie in [0, 1), got {label_smoothing}")
+            raise ConfigError(f"label_smoothing must lie in [0, 1), got {label_smoothing}")
         self.triplet_margin = float(triplet_margin)
         self.triplet_weight = float(triplet_weight)
         self.ce_weight = float(ce_weight)
