@@ -54,6 +54,7 @@ def test_grew_preset_trains_and_writes_a_submission_at_every_evaluation(tmp_path
     assert final["counts"]["num_hidden_probes"] == 50 and final["counts"]["num_gallery"] == 50
     assert final["summary"]["dist_top1_mean"] > 0
     assert final["files"]["submission"].endswith("grew-step000006.csv")
+    assert final["submission"] == final["files"]["submission"]
     # No rank-1 to select by: the latest checkpoint is the one kept, named as such.
     assert metrics["best"]["checkpoint"].endswith("step000006-latest.ckpt")
     assert not list(run.glob("submissions/.*"))  # no temporary file left behind

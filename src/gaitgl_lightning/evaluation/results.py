@@ -120,6 +120,8 @@ class EvalResult:
             "summary": self.summary(),
             "labels_hidden": self.labels_hidden,
             "files": dict(self.files),
+            # The submission file at the entry's top level too: what the end-of-run summary reads.
+            **({"submission": self.files["submission"]} if "submission" in self.files else {}),
             "counts": {k: int(v) for k, v in self.counts.items()},
             "view_tables": {k: t.to_dict() for k, t in self.view_tables.items()},
             "cmc": {str(k): float(v) for k, v in self.cmc.items()},
