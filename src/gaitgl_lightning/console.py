@@ -133,15 +133,22 @@ def results_table(metrics: Mapping[str, Any]) -> Any:
         label = "mean rank-1" if key == "rank1" and per_condition else _column_label(key)
         table.add_column(label, justify="right", style="bold" if key == "rank1" else None)
     for name, row in rows.items():
-        table.add_row(name, *(f"{100 * row[k]:.1f}" if k in row else "-" for k in keys))
+        table.add_row(name, *(_cell(row, k) for k in keys))
     return table
+
+
+def _cell(row: Mapping[str, float], key: str) -> str:
+    """Accuracies in percent; GREW's distance statistics (``dist_*``, hidden labels) as they are."""
+    if key not in row:
+        return "-"
+    return f"{row[key]:.4g}" if key.startswith("dist_") else f"{100 * row[key]:.1f}"
 
 
 def _submissions(metrics: Mapping[str, Any]) -> list[str]:
     """Submission files a run wrote (``submission`` at the top or in a result entry)."""
     found = [metrics.get("submission")]
     found += [v.get("submission") for v in metrics.values() if isinstance(v, Mapping)]
-    return [str(p) for p in found if isinstance(p, str) and p]
+    return list(dict.fromkeys(str(p) for p in found if isinstance(p, str) and p))
 
 
 def print_run_summary(
