@@ -10,7 +10,7 @@ import pytest
 from as_shipped import gait3d, tiny_run
 from helpers import compose_config, run_cli
 
-from gaitgl_lightning.errors import ConfigError
+from gaitgl_lightning.errors import CheckpointError, ConfigError
 from gaitgl_lightning.run import evaluate_checkpoint, train
 
 
@@ -42,6 +42,11 @@ def test_gait3d_preset_evaluates_the_official_probes(tmp_path: Path) -> None:
     )
     _check_probe_set(out["eval"], tree.partition, 5)
     assert out["eval"]["summary"] == saved["final"]["summary"]  # same weights, same probes
+    other_model = compose_config(
+        [*common, "task=eval", f"ckpt_path={ckpt}", "model=tiny_global_only"], tmp_path / "x"
+    )
+    with pytest.raises(CheckpointError, match="does not fit this model config"):
+        evaluate_checkpoint(other_model)
 
 
 def test_a_second_probe_set_in_the_config_is_refused(tmp_path: Path) -> None:

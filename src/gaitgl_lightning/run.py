@@ -25,7 +25,7 @@ from gaitgl_lightning import __version__
 from gaitgl_lightning.checkpointing import AtomicCheckpointIO, newest_checkpoint
 from gaitgl_lightning.console import print_run_summary, quiet_lightning
 from gaitgl_lightning.datamodule import GaitDataModule
-from gaitgl_lightning.errors import ConfigError, MissingCheckpointError
+from gaitgl_lightning.errors import CheckpointError, ConfigError, MissingCheckpointError
 from gaitgl_lightning.fileio import atomic_write_json, atomic_write_text
 from gaitgl_lightning.module import GaitGLModule
 
@@ -326,6 +326,8 @@ def evaluate_checkpoint(cfg: DictConfig) -> dict[str, Any]:
         load_opengait_weights(module.net, ckpt, state)
         module.loaded_step = int(state.get("iteration", 0))
         load_from = None
+    else:
+        _check_fits(module, ckpt, state)
     del state
     trainer = build_trainer(cfg, logger=False)
     _save_resolved_config(cfg)
@@ -336,6 +338,20 @@ def evaluate_checkpoint(cfg: DictConfig) -> dict[str, Any]:
         return metrics
     finally:
         close_loggers()
+
+
+def _check_fits(module: GaitGLModule, ckpt: str, state: Mapping[str, Any]) -> None:
+    """Name a model config that does not fit a checkpoint of ours before Lightning tries it."""
+    weights = {k[4:]: v for k, v in state["state_dict"].items() if k.startswith("net.")}
+    try:
+        module.net.load_state_dict(weights)
+    except RuntimeError as err:
+        first = str(err).splitlines()
+        detail = first[1].strip() if len(first) > 1 else first[0]
+        raise CheckpointError(
+            f"{ckpt}: the checkpoint's network does not fit this model config ({detail}); give "
+            "the model config it was trained with (stored in the checkpoint as gaitgl.config)"
+        ) from err
 
 
 def _resumable(ckpt: str | None) -> str | None:
