@@ -106,12 +106,14 @@ class RequeueOnSignal(Callback):
         if not job:
             log.warning("preemption warning outside a SLURM job: checkpoint saved, no requeue")
             return
+        log.info("requeueing SLURM job %s", job)
         try:
             done = subprocess.run(["scontrol", "requeue", job], check=False, timeout=60)
         except (OSError, subprocess.TimeoutExpired) as err:
             log.warning("could not requeue SLURM job %s (%s); training goes on", job, err)
             return
-        if done.returncode == 0:
+        # -SIGTERM: SLURM already stopping the job's processes for the requeue, scontrol included.
+        if done.returncode in (0, -signal.SIGTERM):
             log.info("requeued SLURM job %s; it resumes from the checkpoint when it restarts", job)
         else:
             log.warning(
