@@ -17,13 +17,11 @@ import os
 import statistics
 import time
 from collections.abc import Callable
-from pathlib import Path
 
 import numpy as np
 import torch
 import torch.nn.functional as F
-from hydra.utils import instantiate
-from omegaconf import OmegaConf
+from model_conf import build_model
 from torch.utils.flop_counter import FlopCounterMode
 
 from gaitgl_lightning.data.samplers import EvalShardSampler
@@ -31,7 +29,6 @@ from gaitgl_lightning.losses import GaitGLLoss
 from gaitgl_lightning.models import GLCL, GaitGL, GeM
 from gaitgl_lightning.models.layers import ConvBlock
 
-CONF = Path(__file__).resolve().parents[1] / "conf" / "model"
 SLOPE = 0.01
 
 
@@ -136,7 +133,7 @@ def bench_cpu(
     name: str, batch: int, frames: int, eval_seqs: int, bucket: int, reps: int
 ) -> list[str]:
     torch.manual_seed(0)
-    net: GaitGL = instantiate(OmegaConf.load(CONF / f"{name}.yaml"), num_classes=74)
+    net: GaitGL = build_model(name, 74)  # type: ignore[assignment]
     loss = GaitGLLoss()
     x = torch.rand(batch, 1, frames, *net.input_size)
     labels = torch.arange(batch) // 2
@@ -191,7 +188,7 @@ def bench_cpu(
 
 def bench_gpu(name: str, batch: int, frames: int, reps: int) -> str:
     dev = torch.device("cuda")
-    net: GaitGL = instantiate(OmegaConf.load(CONF / f"{name}.yaml"), num_classes=74).to(dev)
+    net: GaitGL = build_model(name, 74).to(dev)  # type: ignore[assignment]
     loss = GaitGLLoss()
     x = torch.rand(batch, 1, frames, *net.input_size, device=dev)
     labels = torch.arange(batch, device=dev) // 8

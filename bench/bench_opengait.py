@@ -29,8 +29,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import torch
-from hydra.utils import instantiate
-from omegaconf import OmegaConf
+from model_conf import build_model
 from peer_opengait import (
     ENV,
     PeerError,
@@ -44,7 +43,6 @@ from gaitgl_lightning.data.samplers import EvalShardSampler
 from gaitgl_lightning.losses import GaitGLLoss
 from gaitgl_lightning.models import GaitGL, load_opengait_checkpoint
 
-CONF = Path(__file__).resolve().parents[1] / "conf" / "model"
 CLASSES = 74
 # Dense bf16 tensor-core peaks (TFLOP/s) of common cards, for the "achieved vs peak" line.
 CARD_PEAK_BF16 = {"H200": 989.0, "H100": 989.0, "A100": 312.0, "L40S": 362.0, "A10": 125.0}
@@ -82,9 +80,7 @@ class Pair:
 
     def __init__(self, root: str | None, device: torch.device) -> None:
         torch.manual_seed(0)
-        ours: GaitGL = instantiate(
-            OmegaConf.load(CONF / "opengait_gaitgl.yaml"), num_classes=CLASSES
-        )
+        ours: GaitGL = build_model("opengait_gaitgl", CLASSES)  # type: ignore[assignment]
         self.peer = import_peer(root) if root else None
         if self.peer is not None:
             theirs = build_gaitgl(self.peer, [32, 64, 128], CLASSES)
