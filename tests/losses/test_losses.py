@@ -87,13 +87,12 @@ def test_bad_input_is_a_clear_error() -> None:
 
 @pytest.mark.parametrize("name", ["gaitgl", "gaitgl_ls", "triplet_only"])
 def test_loss_configs_instantiate(name: str) -> None:
-    from pathlib import Path
-
     from hydra.utils import instantiate
-    from omegaconf import OmegaConf
 
-    path = Path(__file__).resolve().parents[2] / "conf" / "loss" / f"{name}.yaml"
-    loss = instantiate(OmegaConf.load(path))
+    from gaitgl_lightning import group_config
+
+    # group_config applies the file's config extension (gaitgl_ls extends gaitgl), as Hydra does.
+    loss = instantiate(group_config("loss", name))
     assert isinstance(loss, GaitGLLoss)
     out = loss(torch.randn(4, 3, 2), torch.randn(4, 5, 2), torch.tensor([0, 0, 1, 1]))
     assert torch.isfinite(out.total)
