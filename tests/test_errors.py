@@ -22,7 +22,12 @@ def test_unknown_override_names_the_key(tmp_path: Path) -> None:
 
 
 def test_unknown_config_group_option_lists_the_choices(tmp_path: Path) -> None:
-    assert_one_line_error(run_cli(["model=gaitgl_huge"], tmp_path), "model/gaitgl_huge", "tiny")
+    line = assert_one_line_error(run_cli(["model=gaitgl_huge"], tmp_path), "model/gaitgl_huge")
+    assert "tiny" in line and "search path" not in line
+
+
+def test_override_syntax_names_the_override(tmp_path: Path) -> None:
+    assert_one_line_error(run_cli(["dataset.P=["], tmp_path), "override 'dataset.P=['")
 
 
 def test_impossible_batch_says_what_to_set(tmp_path: Path) -> None:

@@ -22,7 +22,7 @@ from typing import Any
 
 import hydra
 from hydra.core.hydra_config import HydraConfig
-from hydra.errors import CompactHydraException, InstantiationException
+from hydra.errors import CompactHydraException, InstantiationException, OverrideParseException
 from hydra.types import RunMode
 from omegaconf import DictConfig, open_dict
 from omegaconf.errors import (
@@ -177,10 +177,12 @@ def user_error_line(err: BaseException) -> str | None:
         where = _full_key(str(err))
         return f"{text} (config node {where})" if where else text
     if isinstance(err, CompactHydraException):
-        text = _one_line(str(err))
+        text = _one_line(str(err)).split("; Config search path:")[0]  # Hydra's internals
         cause = err.__cause__
         if isinstance(cause, OmegaConfBaseException):
             text = f"{text}: {_one_line(str(cause).split('full_key:')[0])}"
+        if isinstance(err, OverrideParseException):
+            text = f"override {err.override!r}: {text}"
         return text
     inner = err.__cause__ or err.__context__
     if isinstance(err, OmegaConfBaseException) and isinstance(inner, GaitGLError):
