@@ -86,7 +86,8 @@ def naive_forward(net: GaitGL, x: torch.Tensor, rng: np.random.Generator):
                 x = naive_glcl(layer, x, net, rng)
         if spec.pool == "lta":
             w = net.ltas[str(si)].conv.conv3d.weight
-            x = F.leaky_relu(F.conv3d(x, w, stride=(3, 1, 1)), SLOPE)
+            pad = (0, w.shape[3] // 2, w.shape[4] // 2)  # (3,3,3) LTA keeps H x W
+            x = F.leaky_relu(F.conv3d(x, w, stride=(3, 1, 1), padding=pad), SLOPE)
         elif spec.pool == "sp":
             x = F.max_pool3d(x, (1, 2, 2))
     x = x.max(2).values

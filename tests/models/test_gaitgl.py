@@ -176,7 +176,8 @@ def test_lta_spatial_reaches_every_lta_and_keeps_padding_exact() -> None:
     net = _net(LTA_LTA, lta_spatial=3).eval()
     shapes = [tuple(m.conv.conv3d.weight.shape[2:]) for m in net.ltas.values()]
     assert shapes == [(3, 3, 3), (3, 3, 3)]
-    assert _net(LTA_LTA).ltas["0"].conv.conv3d.weight.shape[2:] == (3, 1, 1)
+    assert _net(LTA_LTA, lta_spatial=1).ltas["0"].conv.conv3d.weight.shape[2:] == (3, 1, 1)
+    assert _net(LTA_LTA).ltas["0"].conv.conv3d.weight.shape[2:] == (3, 3, 3)  # Eq. 1 default
     x, lens = _padded([20, 11])
     with torch.no_grad():
         batch = net(x, lens)

@@ -121,8 +121,9 @@ class GaitGL(nn.Module):
         head: ``bn`` (FC, BN shared over parts, per-part classifier) or ``bnneck``.
         embed_dim: width of the per-part FC (default: last stage's channels).
         gem_p: initial GeM p.  in_channels: input channels (1 for silhouettes).
-        lta_spatial: spatial extent of every LTA kernel: 1 gives (a, 1, 1) as the conference
-            code, 3 gives Eq. 1's a x a x a (see docs/model.md for the measured choice).
+        lta_spatial: spatial extent of every LTA kernel: 3 (default) gives Eq. 1's a x a x a,
+            1 gives (a, 1, 1) as the conference code (the OpenGait configs set 1); see
+            docs/model.md for the measurement behind the choice.
     """
 
     def __init__(
@@ -136,7 +137,7 @@ class GaitGL(nn.Module):
         embed_dim: int | None = None,
         gem_p: float = 6.5,
         in_channels: int = 1,
-        lta_spatial: int = 1,
+        lta_spatial: int = 3,
     ) -> None:
         super().__init__()
         if int(num_classes) < 0:
