@@ -137,6 +137,33 @@ def _cross_view_setup(
     return sort_views(gviews)
 
 
+def _views_and_hits(
+    protocol: str,
+    emb: Tensor,
+    meta: SequenceMeta,
+    pidx: np.ndarray,
+    gidx: np.ndarray,
+    include_identical_view: bool,
+    distance: str,
+    chunk_size: int,
+) -> tuple[list[str], np.ndarray]:
+    """The checked views and every probe's rank-1 hit per gallery view (rows of ``emb``)."""
+    views = _cross_view_setup(protocol, emb, meta, pidx, gidx, include_identical_view)
+    hits = cross_view_hits(
+        emb,
+        emb,
+        meta.subjects[pidx],
+        meta.subjects[gidx],
+        meta.views[gidx],
+        views,
+        distance,
+        chunk_size,
+        probe_index=pidx,
+        gallery_index=gidx,
+    )
+    return views, hits
+
+
 class CasiaB(Protocol):
     name = "casia_b"
 
@@ -165,18 +192,8 @@ class CasiaB(Protocol):
         conds = dict(CASIA_B_PROBES if probe_types is None else probe_types)
         all_probe_types = [t for ts in conds.values() for t in ts]
         pidx, gidx = split_by_types(name, meta, gallery_types, all_probe_types)
-        views = _cross_view_setup(name, emb, meta, pidx, gidx, include_identical_view)
-        hits = cross_view_hits(
-            emb,
-            emb,
-            meta.subjects[pidx],
-            meta.subjects[gidx],
-            meta.views[gidx],
-            views,
-            distance,
-            chunk_size,
-            probe_index=pidx,
-            gallery_index=gidx,
+        views, hits = _views_and_hits(
+            name, emb, meta, pidx, gidx, include_identical_view, distance, chunk_size
         )
         ptypes = lower(meta.types[pidx])
         pviews = meta.views[pidx].astype(str)
@@ -247,18 +264,8 @@ class OUMVLP(Protocol):
         check_distance(distance)
         emb = check_inputs(name, embeddings, meta)
         pidx, gidx = split_by_types(name, meta, gallery_types, probe_types)
-        views = _cross_view_setup(name, emb, meta, pidx, gidx, include_identical_view)
-        hits = cross_view_hits(
-            emb,
-            emb,
-            meta.subjects[pidx],
-            meta.subjects[gidx],
-            meta.views[gidx],
-            views,
-            distance,
-            chunk_size,
-            probe_index=pidx,
-            gallery_index=gidx,
+        views, hits = _views_and_hits(
+            name, emb, meta, pidx, gidx, include_identical_view, distance, chunk_size
         )
         # valid[i, v]: the subject of probe i has at least one gallery sequence in view v.
         pcodes, gcodes = (
