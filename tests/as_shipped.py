@@ -14,6 +14,7 @@ import pickle
 import string
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 from PIL import Image
@@ -242,10 +243,11 @@ def _glconv(prefix: str, cin: int, cout: int) -> dict[str, tuple[int, ...]]:
     return {f"{prefix}.{b}_conv3d.conv3d.weight": (cout, cin, 3, 3, 3) for b in ("global", "local")}
 
 
-def opengait_gaitgl_checkpoint(path: Path, classes: int, iteration: int = 80000) -> Path:
-    """A checkpoint as OpenGait saves its CASIA-B GaitGL (``GaitGL-80000.pt``): the state dict
-    under ``model`` with OpenGait's module names (DDP's ``module.`` prefix included), the
-    optimizer and scheduler states, and ``iteration``."""
+def opengait_shallow_state(
+    classes: int, seed: int = 1, gem_p: float = 3.0, tracked: int = 10
+) -> dict[str, Any]:
+    """Random weights under OpenGait's CASIA-B GaitGL key names and shapes (channels
+    32/64/128, the layer table of its GaitGL), without DDP's ``module.`` prefix."""
     import torch
 
     shapes: dict[str, tuple[int, ...]] = {
@@ -262,11 +264,22 @@ def opengait_gaitgl_checkpoint(path: Path, classes: int, iteration: int = 80000)
         "Bn.running_var": (128,),
         "Head1.fc_bin": (64, 128, classes),
     }
-    g = torch.Generator().manual_seed(11)
-    model = {f"module.{k}": torch.randn(s, generator=g) * 0.1 for k, s in shapes.items()}
-    model["module.HPP.p"] = torch.tensor([6.5])
-    model["module.Bn.running_var"] = torch.rand(128, generator=g) + 0.5
-    model["module.Bn.num_batches_tracked"] = torch.tensor(iteration)
+    g = torch.Generator().manual_seed(seed)
+    state = {k: torch.randn(s, generator=g) * 0.1 for k, s in shapes.items()}
+    state["HPP.p"] = torch.tensor([gem_p])
+    state["Bn.running_var"] = torch.rand(128, generator=g) + 0.5
+    state["Bn.num_batches_tracked"] = torch.tensor(tracked)
+    return state
+
+
+def opengait_gaitgl_checkpoint(path: Path, classes: int, iteration: int = 80000) -> Path:
+    """A checkpoint as OpenGait saves its CASIA-B GaitGL (``GaitGL-80000.pt``): the state dict
+    under ``model`` with OpenGait's module names (DDP's ``module.`` prefix included), the
+    optimizer and scheduler states, and ``iteration``."""
+    import torch
+
+    state = opengait_shallow_state(classes, seed=11, gem_p=6.5, tracked=iteration)
+    model = {f"module.{k}": v for k, v in state.items()}
     opt = torch.optim.Adam([torch.nn.Parameter(torch.zeros(1))], lr=1e-4, weight_decay=5e-4)
     sched = torch.optim.lr_scheduler.MultiStepLR(opt, [70000], gamma=0.1)
     optimizer, scheduler = opt.state_dict(), sched.state_dict()  # milestones: a Counter

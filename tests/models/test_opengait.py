@@ -8,38 +8,16 @@ from pathlib import Path
 import pytest
 import torch
 import torch.nn.functional as F
+from as_shipped import opengait_shallow_state
 from helpers import model_config
 from hydra.utils import instantiate
 
 from gaitgl_lightning.models import OpenGaitCheckpointError, load_opengait_checkpoint
 
 
-def _glconv_keys(prefix: str, cin: int, cout: int) -> dict[str, tuple[int, ...]]:
-    return {f"{prefix}.{b}_conv3d.conv3d.weight": (cout, cin, 3, 3, 3) for b in ("global", "local")}
-
-
 def shallow_state(classes: int) -> dict[str, torch.Tensor]:
     """OpenGait CASIA-B GaitGL key names and shapes (layer table, channels 32/64/128)."""
-    shapes: dict[str, tuple[int, ...]] = {
-        "conv3d.0.conv3d.weight": (32, 1, 3, 3, 3),
-        "LTA.0.conv3d.weight": (32, 32, 3, 1, 1),
-        **_glconv_keys("GLConvA0", 32, 64),
-        **_glconv_keys("GLConvA1", 64, 128),
-        **_glconv_keys("GLConvB2", 128, 128),
-        "HPP.p": (1,),
-        "Head0.fc_bin": (64, 128, 128),
-        "Bn.weight": (128,),
-        "Bn.bias": (128,),
-        "Bn.running_mean": (128,),
-        "Bn.running_var": (128,),
-        "Head1.fc_bin": (64, 128, classes),
-    }
-    g = torch.Generator().manual_seed(1)
-    state = {k: torch.randn(s, generator=g) * 0.1 for k, s in shapes.items()}
-    state["HPP.p"] = torch.tensor([3.0])
-    state["Bn.running_var"] = torch.rand(128, generator=g) + 0.5
-    state["Bn.num_batches_tracked"] = torch.tensor(10)
-    return state
+    return opengait_shallow_state(classes)
 
 
 def reference_forward(sd: dict[str, torch.Tensor], x: torch.Tensor) -> torch.Tensor:
