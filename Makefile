@@ -29,6 +29,9 @@ test: $(STAMP) ## Run the fast test suite (CPU)
 test-all: $(STAMP) ## Run every test, the slow end-to-end ones included
 	$(PY) -m pytest -m "" $(ARGS)
 
+test-slow: $(STAMP) ## Run only the slow end-to-end tests (CLI, DDP, W&B, notebooks); CI runs them
+	$(PY) -m pytest -m slow $(ARGS)
+
 test-slurm: $(STAMP) ## Run the `slurm` tests on a local one-node SLURM cluster (root; installs it when missing)
 	$(PY) -m pytest -m slurm $(ARGS)
 
@@ -55,4 +58,4 @@ bench: $(STAMP) ## Run the speed / memory benchmarks (ratios against in-run base
 clean: ## Remove caches and build outputs (keeps .venv and outputs/)
 	rm -rf .pytest_cache .mypy_cache .ruff_cache build dist src/*.egg-info
 
-.PHONY: help install train test test-all test-slurm lint format notebooks bench clean
+.PHONY: help install train test test-slow test-all test-slurm lint format notebooks bench clean
