@@ -75,19 +75,29 @@ def _start_cli(args: list[str], root: Path) -> subprocess.Popen[str]:
 
 @pytest.mark.slow
 def test_sigkill_then_resume_gives_the_weights_of_an_uninterrupted_run(tmp_path: Path) -> None:
-    common = [*TINY, *QUIET, "trainer.deterministic=true", "checkpoint_every=2", "eval_every=6"]
+    # 30 steps, killed at step 3-11: at least 19 steps and two evaluations are still ahead when
+    # the kill lands (a tiny step takes tens of ms on a quiet machine, so a kill near the end
+    # could find the run already finished).
+    common = [
+        *TINY,
+        *QUIET,
+        "trainer.deterministic=true",
+        "trainer.max_steps=30",
+        "checkpoint_every=2",
+        "eval_every=10",
+    ]
     full = run_cli(common, tmp_path / "full")
     assert full.returncode == 0, full.stderr[-3000:]
     (full_run,) = (tmp_path / "full" / "outputs" / "train" / "runs").iterdir()
 
     proc = _start_cli(common, tmp_path / "killed")
-    kill_after = random.Random().choice([3, 5, 7, 9])  # an arbitrary step
+    kill_after = random.Random().choice([3, 5, 7, 9, 11])  # an arbitrary step
     deadline = time.monotonic() + 300
     steps: list[Path] = []
     while time.monotonic() < deadline and proc.poll() is None:
         steps = list((tmp_path / "killed" / "outputs").glob("train/runs/*/checkpoints/steps/*"))
         if any(int(p.stem[4:10]) >= kill_after - 1 for p in steps if p.stem.startswith("step")):
-            time.sleep(random.uniform(0.0, 0.5))  # somewhere inside the next step
+            time.sleep(random.uniform(0.0, 0.2))  # somewhere inside the next steps
             break
         time.sleep(0.05)
     assert proc.poll() is None, "the run ended before it could be killed"
@@ -100,7 +110,7 @@ def test_sigkill_then_resume_gives_the_weights_of_an_uninterrupted_run(tmp_path:
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     want = torch.load(full_run / "checkpoints" / "last.ckpt", weights_only=False)
     got = torch.load(run / "checkpoints" / "last.ckpt", weights_only=False)
-    assert got["global_step"] == want["global_step"] == 12
+    assert got["global_step"] == want["global_step"] == 30
     for key, value in want["state_dict"].items():
         torch.testing.assert_close(got["state_dict"][key], value, rtol=0, atol=1e-6, msg=key)
 
