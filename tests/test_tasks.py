@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import logging
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -48,6 +50,29 @@ def test_prepare_converts_a_raw_casia_b_tree(tmp_path: Path) -> None:
     assert info["sequences"] == 5 * 7 * 2 and info["train_ids"] == 3
     assert info["eval_sequences"] == 2 * 7 * 2
     assert (tmp_path / "store" / "index.json").is_file()
+
+
+def test_prepare_accepts_a_tree_of_the_test_subjects_alone(tmp_path: Path, caplog) -> None:
+    """Users who only evaluate (a downloaded checkpoint) often hold the test split alone."""
+    raw, partition = _raw_tree(tmp_path)
+    for subject in json.loads(partition.read_text())["TRAIN_SET"]:
+        shutil.rmtree(raw / subject)
+    cfg = compose_config(
+        [
+            "task=prepare",
+            "dataset=casia_b",
+            f"dataset.source={raw}",
+            f"dataset.store={tmp_path / 'store'}",
+            f"dataset.partition={partition}",
+            "dataset.num_classes=3",
+            "dataset.prepare_workers=1",
+        ],
+        tmp_path,
+    )
+    with caplog.at_level(logging.INFO):
+        info = prepare(cfg)
+    assert info["train_ids"] == 0 and info["eval_sequences"] == 2 * 7 * 2
+    assert "serves task=eval" in caplog.text
 
 
 def test_extract_embeds_and_ranks_user_folders(tmp_path: Path) -> None:

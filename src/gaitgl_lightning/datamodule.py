@@ -231,13 +231,21 @@ class GaitDataModule(L.LightningDataModule):
             f"({len(partition['PROBE_SET'])} entries)"
         )
 
-    def _setup_train(self) -> None:
+    def train_identities(self) -> tuple[list[str], set[str]]:
+        """The training identities in the store, and those held out by ``val_ids``
+        (``setup`` must have opened the store)."""
         store = self.store
         assert store is not None
         partition = self._partition(store)
         present = {r.subject for r in store.records}
         held = set(self._held_out(partition, present))
-        train_ids = sorted(set(partition["TRAIN_SET"]) & present - held)
+        return sorted(set(partition["TRAIN_SET"]) & present - held), held
+
+    def _setup_train(self) -> None:
+        store = self.store
+        assert store is not None
+        partition = self._partition(store)
+        train_ids, held = self.train_identities()
         if not train_ids:
             raise ConfigError(
                 f"{self.store_dir}: the partition matches 0 train subjects of the store; "
@@ -246,7 +254,7 @@ class GaitDataModule(L.LightningDataModule):
         _say_partial(
             self.dataset_name,
             "train",
-            len(set(partition["TRAIN_SET"]) & present),
+            len(train_ids) + len(held),
             len(partition["TRAIN_SET"]),
         )
         if len(train_ids) != self.num_classes:

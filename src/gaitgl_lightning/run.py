@@ -384,17 +384,28 @@ def prepare(cfg: DictConfig) -> dict[str, Any]:
     """``task=prepare``: build the dataset's packed store from ``dataset.source`` (resumable)."""
     datamodule = build_datamodule(cfg)
     datamodule.prepare_data()
-    datamodule.setup("fit")
+    datamodule.setup("test")  # a store of the test split alone is complete for task=eval
     store = datamodule.store
     assert store is not None  # setup() opened it
+    train_ids, _ = datamodule.train_identities()
     info = {
         "store": str(datamodule.store_dir),
         "sequences": len(store),
         "skipped": store.skipped,
-        "train_ids": datamodule.num_classes,
+        "train_ids": len(train_ids),
         "eval_sequences": len(datamodule.eval_meta),
     }
     log.info("prepared %s", info)
+    if not train_ids:
+        log.info("the store holds no training subjects: it serves task=eval, not training")
+    elif len(train_ids) != datamodule.num_classes:
+        log.warning(
+            "the store has %d training identities but dataset.num_classes=%d: set "
+            "dataset.num_classes=%d before training",
+            len(train_ids),
+            datamodule.num_classes,
+            len(train_ids),
+        )
     return info
 
 
