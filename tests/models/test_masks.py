@@ -78,9 +78,7 @@ def test_the_registry_holds_the_paper_strategies() -> None:
             _draw(name, 0)
 
 
-def test_a_registered_strategy_is_drawn_by_its_class(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr("gaitgl_lightning.models.masks.MASK_PATTERNS", dict(MASK_PATTERNS))
-
+def test_a_registered_strategy_is_drawn_by_its_class() -> None:
     class TopRows(MaskPattern):
         name = "top_rows"
 
@@ -88,12 +86,13 @@ def test_a_registered_strategy_is_drawn_by_its_class(monkeypatch: pytest.MonkeyP
             rows = torch.arange(height, device=device) < count(height)
             return rows[None, :, None].expand(m, height, width)
 
-    mp = _draw("top_rows", 0, ratio=0.25)[:, 0, 0]
-    assert torch.equal(mp[0].bool().all(1), torch.arange(H) < 4)
-    with pytest.raises(ValueError, match="registered twice"):
-
-        class Again(MaskPattern):
-            name = "top_rows"
+    try:
+        mp = _draw("top_rows", 0, ratio=0.25)[:, 0, 0]
+        assert torch.equal(mp[0].bool().all(1), torch.arange(H) < 4)
+        with pytest.raises(ValueError, match="registered twice"):
+            type("Again", (MaskPattern,), {"name": "top_rows"})
+    finally:
+        MASK_PATTERNS.pop("top_rows", None)
 
 
 def test_bad_config_is_a_clear_error() -> None:

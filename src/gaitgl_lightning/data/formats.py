@@ -23,6 +23,7 @@ import numpy as np
 from PIL import Image, UnidentifiedImageError
 
 from gaitgl_lightning.errors import DataError
+from gaitgl_lightning.registration import Registered
 
 
 class DataFormatError(DataError):
@@ -143,7 +144,10 @@ def _three_level(root: Path, suffix: str) -> Iterator[SequenceSource]:
                 yield SequenceSource(subject.name, seq_type.name, view.name, _frames(view, suffix))
 
 
-class Layout:
+LAYOUTS: dict[str, Layout] = {}
+
+
+class Layout(Registered, registry=LAYOUTS, kind="layout"):
     """One way a dataset is laid out on disk: how to recognise it and walk its sequences.
 
     A subclass with a ``name`` registers itself in ``LAYOUTS`` (adding a layout = one class);
@@ -152,17 +156,9 @@ class Layout:
     ``suffix`` is the frame file type (``.pkl``: one pickled [T, H, W] array per sequence).
     """
 
-    name: ClassVar[str] = ""
     aligned: ClassVar[bool] = False
     suffix: ClassVar[str] = ".png"
     fallback: ClassVar[bool] = False  # detected when nothing else is
-
-    def __init_subclass__(cls, **kwargs: Any) -> None:
-        super().__init_subclass__(**kwargs)
-        if cls.name:
-            if cls.name in LAYOUTS:
-                raise ValueError(f"layout name {cls.name!r} is registered twice")
-            LAYOUTS[cls.name] = cls()
 
     def detect(self, root: Path, top: list[Path]) -> bool:
         """Whether ``root`` (with sub-folders ``top``) looks like this layout."""
@@ -170,9 +166,6 @@ class Layout:
 
     def walk(self, root: Path) -> Iterator[SequenceSource]:
         raise NotImplementedError
-
-
-LAYOUTS: dict[str, Layout] = {}
 
 
 class OUMVLPLayout(Layout):

@@ -9,33 +9,26 @@ from __future__ import annotations
 
 import inspect
 from collections.abc import Callable
-from typing import Any, ClassVar
+from typing import Any
 
 from torch import Tensor
 
 from gaitgl_lightning.data.meta import SequenceMeta
 from gaitgl_lightning.errors import ConfigError
 from gaitgl_lightning.evaluation.results import EvalResult
+from gaitgl_lightning.registration import Registered
 
 PROTOCOLS: dict[str, Protocol] = {}
 
 
-class Protocol:
+class Protocol(Registered, registry=PROTOCOLS, kind="protocol"):
     """One evaluation protocol.
 
     Subclasses set ``name`` and define ``run(embeddings, meta, *, <options>) -> EvalResult``
     with every option keyword-only and defaulted. An instance is callable like ``run``.
     """
 
-    name: ClassVar[str] = ""
     run: Callable[..., EvalResult]
-
-    def __init_subclass__(cls, **kwargs: Any) -> None:
-        super().__init_subclass__(**kwargs)
-        if cls.name:
-            if cls.name in PROTOCOLS:
-                raise ValueError(f"protocol name {cls.name!r} is registered twice")
-            PROTOCOLS[cls.name] = cls()
 
     def __call__(self, embeddings: Tensor, meta: SequenceMeta, **options: Any) -> EvalResult:
         return self.run(embeddings, meta, **options)

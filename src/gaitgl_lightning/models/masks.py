@@ -10,9 +10,11 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
-from typing import Any, ClassVar
+from typing import ClassVar
 
 import torch
+
+from gaitgl_lightning.registration import Registered
 
 EVAL_MODES = ("none", "fixed", "mean")
 
@@ -20,8 +22,11 @@ Count = Callable[[int], int]
 Gen = torch.Generator
 Device = torch.device
 
+#: name -> strategy; every name ``MaskStrategy`` accepts, in the order the paper lists them.
+MASK_PATTERNS: dict[str, MaskPattern] = {}
 
-class MaskPattern:
+
+class MaskPattern(Registered, registry=MASK_PATTERNS, kind="mask strategy"):
     """One mask strategy of the registry: which region of an [H, W] map a random pair drops.
 
     A subclass with a ``name`` registers itself in ``MASK_PATTERNS`` (as protocols and layouts
@@ -30,25 +35,13 @@ class MaskPattern:
     the mask-based layer handles them itself.
     """
 
-    name: ClassVar[str] = ""
     random: ClassVar[bool] = True
-
-    def __init_subclass__(cls, **kwargs: Any) -> None:
-        super().__init_subclass__(**kwargs)
-        if cls.name:
-            if cls.name in MASK_PATTERNS:
-                raise ValueError(f"mask strategy {cls.name!r} is registered twice")
-            MASK_PATTERNS[cls.name] = cls()
 
     def dropped(
         self, m: int, height: int, width: int, count: Count, generator: Gen, device: Device
     ) -> torch.Tensor:
         """Bool [m, H, W], True where ``Mp`` drops; ``count(size)`` is the dropped size."""
         raise RuntimeError(f"mask strategy {self.name!r} draws no random masks")
-
-
-#: name -> strategy; every name ``MaskStrategy`` accepts, in the order the paper lists them.
-MASK_PATTERNS: dict[str, MaskPattern] = {}
 
 
 def _band(m: int, size: int, k: int, gen: Gen, device: Device) -> torch.Tensor:
