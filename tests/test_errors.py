@@ -7,6 +7,7 @@ data cases (trees, pickles, stores) are in ``tests/data/test_bad_inputs.py``.
 
 from __future__ import annotations
 
+import traceback
 from pathlib import Path
 
 import pytest
@@ -73,3 +74,29 @@ def test_the_family_and_bugs_are_told_apart() -> None:
     assert user_error_line(RuntimeError("a bug")) is None
     assert user_error_line(KeyError("x")) is None
     assert issubclass(ConfigError, ValueError) and issubclass(StoreError, GaitGLError)
+
+
+def _as_spawned(err: Exception) -> Exception:
+    """``err`` as a ddp_spawn parent receives it: torch's exception holding the child's trace."""
+    from torch.multiprocessing.spawn import ProcessRaisedException
+
+    try:
+        raise err
+    except Exception:
+        trace = traceback.format_exc()
+    return ProcessRaisedException(
+        f"\n\n-- Process 1 terminated with the following error:\n{trace}", 1, 0
+    )
+
+
+def test_a_spawned_rank_error_keeps_its_one_line() -> None:
+    line = user_error_line(_as_spawned(ConfigError("num_classes=9\n  set dataset.num_classes=8")))
+    assert line == "num_classes=9, set dataset.num_classes=8"
+    assert user_error_line(_as_spawned(RuntimeError("a bug"))) is None
+    assert user_error_line(_as_spawned(KeyError("gaitgl_lightning.errors.ConfigError: x"))) is None
+
+
+@pytest.mark.slow
+def test_ddp_spawn_ranks_fail_with_one_line(tmp_path: Path) -> None:
+    args = [*TINY, "+trainer.strategy=ddp_spawn", "trainer.devices=2", "dataset.num_classes=99"]
+    assert_one_line_error(run_cli(args, tmp_path), "set dataset.num_classes=")

@@ -33,6 +33,7 @@ from omegaconf.errors import (
 )
 
 from gaitgl_lightning import config_dir
+from gaitgl_lightning import errors
 from gaitgl_lightning.errors import ConfigError, GaitGLError
 
 log = logging.getLogger(__name__)
@@ -167,6 +168,8 @@ def user_error_line(err: BaseException) -> str | None:
     """
     if isinstance(err, GaitGLError):
         return _one_line(str(err))
+    if type(err).__name__ == "ProcessRaisedException":
+        return _spawned_error_line(str(err))
     if isinstance(err, InstantiationException):
         cause = err.__cause__ or err.__context__
         if isinstance(cause, OmegaConfBaseException):
@@ -192,6 +195,25 @@ def user_error_line(err: BaseException) -> str | None:
         text = _one_line(str(err).split("full_key:")[0])
         return f"{where}: {text}" if where and where not in text else text
     return None
+
+
+def _spawned_error_line(text: str) -> str | None:
+    """The line for a rank's error under ``ddp_spawn``.
+
+    A spawned process's exception reaches the parent only as the text of its traceback
+    (torch's ``ProcessRaisedException``), so the family class is recognised by name in the
+    exception line that ends the last traceback; a bug (any other class) keeps the traceback.
+    """
+    block = text.rsplit("Traceback (most recent call last):", 1)[-1].splitlines()
+    rest = [line for line in block if line.strip()]
+    start = next((i for i, line in enumerate(rest) if not line.startswith(" ")), None)
+    if start is None:
+        return None
+    match = re.match(r"gaitgl_lightning\.errors\.(\w+): ?(.*)", rest[start])
+    family = getattr(errors, match.group(1), None) if match else None
+    if not (match and isinstance(family, type) and issubclass(family, GaitGLError)):
+        return None
+    return _one_line("\n".join([match.group(2), *rest[start + 1 :]]))
 
 
 def full_trace_requested() -> bool:
