@@ -32,8 +32,7 @@ from omegaconf.errors import (
     OmegaConfBaseException,
 )
 
-from gaitgl_lightning import config_dir
-from gaitgl_lightning import errors
+from gaitgl_lightning import config_dir, errors
 from gaitgl_lightning.errors import ConfigError, GaitGLError
 
 log = logging.getLogger(__name__)
