@@ -2,7 +2,7 @@
 
 Lightning's DDP starts rank 1 by running this same script again, so the fault is injected in
 every rank; ``GAITGL_TEST_FAULT`` says which: ``protocol`` (rank 0's protocol raises a family
-error), ``eval_forward_rank1`` / ``train_forward_rank1`` (rank 1's forward pass raises an
+error in the metric's compute), ``eval_forward_rank1`` / ``train_forward_rank1`` (rank 1's forward pass raises an
 unexpected error, as a CUDA out-of-memory would), ``no_share_rank1`` (rank 0 gets every
 evaluation batch, rank 1 none).
 """
@@ -14,6 +14,7 @@ from typing import Any
 
 from gaitgl_lightning.data import samplers
 from gaitgl_lightning.errors import EvaluationError
+from gaitgl_lightning.evaluation import metric
 from gaitgl_lightning.module import GaitGLModule
 
 FAULT = os.environ["GAITGL_TEST_FAULT"]
@@ -21,7 +22,7 @@ _forward = GaitGLModule.forward
 _sampler_init = samplers.EvalShardSampler.__init__
 
 
-def _protocol(self: GaitGLModule, embeddings: Any, index: Any) -> Any:
+def _protocol(name: str, embeddings: Any, meta: Any, **options: Any) -> Any:
     raise EvaluationError("casia_b: no probe subject appears in the gallery")
 
 
@@ -44,7 +45,7 @@ def _no_share_for_rank1(
 
 
 if FAULT == "protocol":
-    GaitGLModule._evaluate = _protocol  # type: ignore[method-assign]
+    metric.evaluate = _protocol
 elif FAULT in ("eval_forward_rank1", "train_forward_rank1"):
     GaitGLModule.forward = _forward_failing_on_rank1  # type: ignore[method-assign]
 elif FAULT == "no_share_rank1":

@@ -24,7 +24,6 @@ from helpers import TINY, compose_config, run_cli
 from gaitgl_lightning.checkpointing import newest_checkpoint
 from gaitgl_lightning.data.samplers import EvalShardSampler
 from gaitgl_lightning.errors import EvaluationError
-from gaitgl_lightning.module import GaitGLModule
 from gaitgl_lightning.run import train
 
 QUIET = ["eval_best=false", "baseline_gei=false"]
@@ -49,10 +48,10 @@ def test_step_checkpoints_are_kept_independent_of_evaluation(tmp_path: Path) -> 
 def test_a_failed_evaluation_saves_a_checkpoint_then_stops(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    def fail(self, embeddings, index):  # type: ignore[no-untyped-def]
+    def fail(name, embeddings, meta, **options):  # type: ignore[no-untyped-def]
         raise EvaluationError("casia_b: no probe subject appears in the gallery")
 
-    monkeypatch.setattr(GaitGLModule, "_evaluate", fail)
+    monkeypatch.setattr("gaitgl_lightning.evaluation.metric.evaluate", fail)
     with pytest.raises(EvaluationError, match=r"no probe subject.*ckpt_path=last"):
         train(compose_config([*TINY, *QUIET, "eval_every=6", "checkpoint_every=100"], tmp_path))
     saved = tmp_path / "run" / "checkpoints" / "failed-step000006.ckpt"

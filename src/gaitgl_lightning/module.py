@@ -2,8 +2,9 @@
 
 It owns no architecture and no data logic: the network, the loss and the optimizer / scheduler
 factories are injected (Hydra builds them from ``conf/``), and the evaluation protocol is read
-from the data module's metadata. Everything that crosses ranks (embedding gathering, the
-non-finite-loss decision, the evaluation summary) runs on every rank, so nothing can hang.
+from the data module's metadata by a torchmetrics ``Metric`` (``evaluation.metric``). Everything
+that crosses ranks (a failure, the metric's sync, the non-finite-loss decision, the evaluation
+summary) runs on every rank, so nothing can hang.
 """
 
 from __future__ import annotations
@@ -21,8 +22,9 @@ import torch.distributed as dist
 from torch import nn
 
 from gaitgl_lightning import __version__
-from gaitgl_lightning.errors import EvaluationError, GaitGLError, RankFailure, TrainingError
-from gaitgl_lightning.evaluation import evaluate, gather_by_index, write_submission
+from gaitgl_lightning.errors import GaitGLError, RankFailure, TrainingError
+from gaitgl_lightning.evaluation import EvalResult, write_submission
+from gaitgl_lightning.evaluation.metric import GaitEvaluation
 
 log = logging.getLogger(__name__)
 
@@ -81,8 +83,7 @@ class GaitGLModule(L.LightningModule):
         # The global step of the latest evaluation, on every rank (so that every rank takes the
         # same decision on whether the end of `train` must evaluate again).
         self.evaluated_at: int | None = None
-        self._eval_embeddings: list[torch.Tensor] = []
-        self._eval_index: list[torch.Tensor] = []
+        self.eval_metric: GaitEvaluation | None = None  # set up from the data module's metadata
         self._eval_failure: Exception | None = None
         self._step_clock: float | None = None
         self.loaded_step: int | None = None  # the step of a checkpoint loaded for evaluation
@@ -93,10 +94,17 @@ class GaitGLModule(L.LightningModule):
 
     # ----------------------------------------------------------------------------- set-up
     def setup(self, stage: str) -> None:
-        """Give every rank its own mask stream (``seed + rank``)."""
+        """Give every rank its own mask stream (``seed + rank``); build the evaluation metric
+        from the data module's evaluation metadata and protocol (its ``setup`` ran first)."""
         set_seed = getattr(self.net, "set_mask_seed", None)
         if callable(set_seed):
             set_seed(self.seed + self.global_rank)
+        datamodule: Any = getattr(self.trainer, "datamodule", None)
+        if datamodule is not None and hasattr(datamodule, "eval_meta"):
+            # Synced explicitly on every rank and computed on rank 0 (_finish_evaluation).
+            self.eval_metric = GaitEvaluation(
+                datamodule.eval_meta, datamodule.protocol, sync_on_compute=False
+            )
 
     def on_fit_start(self) -> None:
         """Give every logger the resolved run config (W&B config, the CSV logger's hparams.yaml),
@@ -189,15 +197,18 @@ class GaitGLModule(L.LightningModule):
 
     # ----------------------------------------------------------------------------- evaluation
     def on_validation_epoch_start(self) -> None:
-        self._eval_embeddings.clear()
-        self._eval_index.clear()
+        if self.eval_metric is None:
+            raise RuntimeError(
+                "evaluation needs the GaitDataModule (pass datamodule= to the Trainer call)"
+            )
+        self.eval_metric.reset()
         self._eval_failure = None
 
     def validation_step(self, batch: Mapping[str, torch.Tensor], batch_idx: int) -> None:
-        """Embed a padded batch of whole sequences; keep the embeddings with their indices.
+        """Embed a padded batch of whole sequences; add them to the metric with their indices.
 
         A failure is kept, not raised: the rank skips its remaining batches and shares the
-        failure at the end of the epoch, before the gather every other rank waits in."""
+        failure at the end of the epoch, before the metric's sync every other rank waits in."""
         if self._eval_failure is not None:
             return
         try:
@@ -205,8 +216,8 @@ class GaitGLModule(L.LightningModule):
         except Exception as err:
             self._eval_failure = err
             return
-        self._eval_embeddings.append(out.embeddings.detach().float())
-        self._eval_index.append(batch["index"].detach())
+        assert self.eval_metric is not None  # on_validation_epoch_start checked it
+        self.eval_metric.update(out.embeddings, batch["index"])
 
     def test_step(self, batch: Mapping[str, torch.Tensor], batch_idx: int) -> None:
         self.validation_step(batch, batch_idx)
@@ -221,29 +232,36 @@ class GaitGLModule(L.LightningModule):
         self._finish_evaluation("test")
 
     def _finish_evaluation(self, stage: str) -> None:
-        """Gather every rank's embeddings, evaluate once on rank 0, share the summary.
+        """Share failures, gather through the metric, evaluate on rank 0, share the summary.
 
-        Every collective here is preceded by one that tells every rank whether any rank
-        failed (a forward pass on one rank, the protocol on rank 0), so all ranks stop together
-        with the same message instead of waiting for a rank that is gone."""
-        local = self._eval_embeddings[0].shape[1:] if self._eval_embeddings else None
-        shared = self._all_gather_object((_describe(self._eval_failure), local))
-        self._raise_if_failed([m for m, _ in shared], self._eval_failure, "in evaluation")
-        shape = next((tuple(s) for _, s in shared if s is not None), None)
-        if shape is None:
-            raise EvaluationError("the evaluation set gave no embeddings on any rank (empty?)")
-        embeddings, index = self._collected(shape)
-        embeddings, index = gather_by_index(embeddings, index)
-        summary: dict[str, float] | None = None
-        failure: Exception | None = None
-        if self.trainer.is_global_zero and not self.trainer.sanity_checking:
-            try:
-                self.last_result = self._evaluate(embeddings.cpu(), index.cpu())
-                summary = {k: float(v) for k, v in self.last_result.summary().items()}
-            except Exception as err:  # shared in the broadcast every other rank waits in
-                failure = err
-        summary, message = self.trainer.strategy.broadcast((summary, _describe(failure)), src=0)
-        self._raise_if_failed([message], failure, "in evaluation")
+        Every rank first learns whether a forward pass failed anywhere (before the metric's
+        sync, which a failed rank would never reach), so all ranks stop together with the
+        same message. Then torchmetrics all-gathers the embeddings on every rank, and the
+        protocol runs on rank 0 only, its summary broadcast: the protocol works on CPU copies,
+        so running it on every rank would hold one copy of the whole evaluation set per rank in
+        host memory and compute the same distance matrices once per rank on the same cores;
+        one result also gives every rank bit-identical numbers to select checkpoints by. The
+        broadcast carries rank 0's failure too. No evaluation while sanity checking."""
+        metric = self.eval_metric
+        assert metric is not None  # on_validation_epoch_start checked it
+        try:
+            self._share_failure(self._eval_failure, "in evaluation")
+            if self.trainer.sanity_checking:
+                return
+            metric.sync()  # a collective: every rank; a no-op on one process
+            summary: dict[str, float] | None = None
+            failure: Exception | None = None
+            if self.trainer.is_global_zero:
+                try:
+                    self.last_result = self._evaluate(metric)
+                    summary = {k: float(v) for k, v in self.last_result.summary().items()}
+                except Exception as err:  # shared in the broadcast every other rank waits in
+                    failure = err
+            shared = self.trainer.strategy.broadcast((summary, _describe(failure)), src=0)
+            summary, message = shared
+            self._raise_if_failed([message], failure, "in evaluation")
+        finally:
+            metric.reset()
         if summary is None:
             return
         self.evaluated_at = int(self.global_step)
@@ -252,13 +270,6 @@ class GaitGLModule(L.LightningModule):
             on_step=False,
             on_epoch=True,
         )
-
-    def _collected(self, shape: tuple[int, ...]) -> tuple[torch.Tensor, torch.Tensor]:
-        """This rank's embeddings and indices (empty, of the shared shape, when it had none)."""
-        if self._eval_embeddings:
-            return torch.cat(self._eval_embeddings), torch.cat(self._eval_index)
-        empty = torch.empty((0, *shape), device=self.device)
-        return empty, torch.empty(0, dtype=torch.long, device=self.device)
 
     # ----------------------------------------------------------------------------- failures
     def _all_gather_object(self, obj: Any) -> list[Any]:
@@ -312,30 +323,22 @@ class GaitGLModule(L.LightningModule):
         trainer.save_checkpoint(path)
         return path
 
-    def _evaluate(self, embeddings: torch.Tensor, index: torch.Tensor) -> Any:
-        datamodule: Any = getattr(self.trainer, "datamodule", None)
-        if datamodule is None:
-            raise RuntimeError(
-                "evaluation needs the GaitDataModule (pass datamodule= to the Trainer call)"
-            )
-        meta = datamodule.eval_meta
-        if len(index) != len(meta):
-            raise RuntimeError(
-                f"evaluation gathered {len(index)} sequences but the evaluation set has "
-                f"{len(meta)}: some ranks dropped or duplicated sequences"
-            )
-        protocol = dict(datamodule.protocol)
-        name = protocol.pop("name")
-        result = evaluate(name, embeddings, meta, **protocol)
+    def _evaluate(self, metric: GaitEvaluation) -> EvalResult:
+        """Rank 0: the protocol's result; write the submission of a hidden-label test set."""
+        result = metric.compute()
         step = self._evaluated_step()
         if result.submission is not None and self.submission_dir:
-            path = write_submission(result, meta, Path(self.submission_dir), step)
+            path = write_submission(result, metric.meta, Path(self.submission_dir), step)
             log.info("step %d: wrote the %s submission %s", step, result.submission, path)
         if result.labels_hidden:
             counts = ", ".join(f"{k}={v}" for k, v in result.counts.items())
             stats = ", ".join(f"{k}={v:.4g}" for k, v in result.summary().items())
             log.info(
-                "step %d: %s test labels are hidden, no rank-1 (%s; %s)", step, name, counts, stats
+                "step %d: %s test labels are hidden, no rank-1 (%s; %s)",
+                step,
+                result.protocol,
+                counts,
+                stats,
             )
         return result
 

@@ -2,7 +2,7 @@
 
 Ties are part of the definition, not an accident of the sort: the gallery is ranked by distance
 and, at equal distance, by gallery order (the order of the evaluation set, which
-``gather_by_index`` makes identical on any number of processes). That is what a stable sort
+``GaitEvaluation`` makes identical on any number of processes). That is what a stable sort
 gives, so these functions agree with a brute-force ``sorted(..., key=distance)`` loop exactly.
 
 The functions take integer label codes (see ``encode_labels``) so that the comparisons run as
