@@ -23,7 +23,7 @@ from gaitgl_lightning.evaluation.distance import (
     check_distance,
     iter_distance_chunks,
 )
-from gaitgl_lightning.evaluation.ranking import encode_labels
+from gaitgl_lightning.evaluation.ranking import encode_labels, view_nearest_hits
 from gaitgl_lightning.evaluation.registry import Protocol
 from gaitgl_lightning.evaluation.results import EvalResult, ViewTable
 
@@ -52,7 +52,8 @@ def cross_view_hits(
     """Rank-1 hit of every probe against the gallery of each view: bool ``[P, len(views)]``.
 
     The gallery is reordered by view (stable, so gallery order is kept inside a view) and the
-    nearest gallery sequence of each view is found with ``argmin`` (first minimum on ties).
+    nearest gallery sequence of each view is found by ``ranking.view_nearest_hits`` (first
+    minimum on ties).
     With ``probe_index`` / ``gallery_index``, ``probe`` / ``gallery`` are the full embedding
     matrix and the indices pick the rows (no copy of the sets); the label columns are per row
     of the selection.
@@ -70,12 +71,9 @@ def cross_view_hits(
     chunks = iter_distance_chunks(probe, gallery, distance, chunk_size, grows, prows)
     for start, d in chunks:
         n = d.shape[0]
-        lab = plab[start : start + n]
-        for v in range(len(views)):
-            s, e = int(bounds[v]), int(bounds[v + 1])
-            if e > s:
-                j = d[:, s:e].argmin(1)
-                hits[start : start + n, v] = (glab[s:e][j] == lab).cpu().numpy()
+        hits[start : start + n] = (
+            view_nearest_hits(d, plab[start : start + n], glab, bounds).cpu().numpy()
+        )
     return hits
 
 
