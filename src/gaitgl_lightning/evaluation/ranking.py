@@ -56,7 +56,7 @@ def first_match_rank(dist: Tensor, probe_labels: Tensor, gallery_labels: Tensor)
 
 
 def view_nearest_hits(
-    dist: Tensor, probe_labels: Tensor, gallery_labels: Tensor, bounds: Sequence[int]
+    dist: Tensor, probe_labels: Tensor, gallery_labels: Tensor, bounds: Sequence[int] | np.ndarray
 ) -> Tensor:
     """Rank-1 hit of each probe row against each view's gallery: bool ``[n, views]``.
 
