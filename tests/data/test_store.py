@@ -6,6 +6,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 
 from gaitgl_lightning.data import prepare as prepare_mod
 from gaitgl_lightning.data.prepare import generate_store, prepare_store, write_png_tree
@@ -58,15 +59,90 @@ def test_clip_reads_are_the_sequence_windows(tmp_path: Path) -> None:
         assert store.clip(i, 0, r.length).shape[0] == r.length
         with pytest.raises(IndexError, match="outside sequence"):
             store.clip(i, r.length - 1, 2)
-    clips = TrainClips(store, range(3), [0, 1, 2], frames=30)
-    for pos in range(3):
-        for seed in range(3):
-            item = clips[(pos, seed)]
-            chosen = sample_frames(
-                store.records[pos].length, 30, "fixed_ordered", np.random.default_rng(seed)
-            )
-            np.testing.assert_array_equal(item["sils"], side_cut(store.sequence(pos)[chosen]))
-            assert item["sils"].shape == (30, 8, 44)
+    for mode in ("fixed_ordered", "fixed_unordered"):
+        clips = TrainClips(store, range(3), [0, 1, 2], frames=30, sample_type=mode)
+        for pos in range(3):
+            for seed in range(12):  # 33 frames: starts 0-3, the last window ends at the end
+                item = clips[(pos, seed)]
+                chosen = sample_frames(
+                    store.records[pos].length, 30, mode, np.random.default_rng(seed)
+                )
+                np.testing.assert_array_equal(item["sils"], side_cut(store.sequence(pos)[chosen]))
+                assert item["sils"].shape == (30, 8, 44)
+
+
+def test_sample_clip_is_sample_frames_with_the_window_as_a_start() -> None:
+    """The fast path's draw: a start exactly when the clip is a window inside the sequence
+    (fixed_ordered, sequence at least as long), else sample_frames' indices; same seed, same
+    frames (short sequences, a sequence as long as the clip, windows at the very end)."""
+    from gaitgl_lightning.data.datasets import sample_clip, sample_frames
+
+    ends = set()
+    for mode in ("fixed_ordered", "fixed_unordered"):
+        for length in (1, 7, 29, 30, 31, 33, 50):
+            for seed in range(25):
+                clip = sample_clip(length, 30, mode, np.random.default_rng(seed))
+                frames = sample_frames(length, 30, mode, np.random.default_rng(seed))
+                window = mode == "fixed_ordered" and length >= 30
+                assert isinstance(clip, int) == window
+                if isinstance(clip, int):
+                    assert clip >= 0 and clip + 30 <= length
+                    np.testing.assert_array_equal(np.arange(clip, clip + 30), frames)
+                    ends.add((length, clip + 30 == length))
+                else:
+                    np.testing.assert_array_equal(clip, frames)
+    assert (33, True) in ends and (30, True) in ends
+
+
+def test_copy_frames_equals_assignment() -> None:
+    """collate's row-wise copy gives what ``dst[...] = src`` gives: side-cut views of a
+    memory map, contiguous clips, empty clips; other layouts and dtypes fall back."""
+    from gaitgl_lightning.data.datasets import copy_frames
+    from gaitgl_lightning.data.pretreatment import side_cut
+
+    rng = np.random.default_rng(0)
+    frames = rng.integers(0, 256, (40, 16, 64), dtype=np.uint8)
+    frames.flags.writeable = False
+    cases = [
+        side_cut(frames[3:33]),  # the training clip: rows of 44 of 64 bytes
+        frames[5:9],  # contiguous
+        side_cut(frames[40:40]),  # no frame
+        frames[:4, :, ::2],  # every other column: not rows of bytes, numpy's copy
+        frames[:4, ::3, 7:50],  # every third row, cut columns
+    ]
+    for src in cases:
+        for dtype in (np.uint8, np.float32):
+            dst = np.full(src.shape, 7, dtype)
+            copy_frames(dst, src)
+            np.testing.assert_array_equal(dst, src.astype(dtype))
+
+
+def test_collate_in_a_worker_writes_shared_memory(monkeypatch: pytest.MonkeyPatch) -> None:
+    """In a data-loader worker the batch is allocated in shared memory (no second copy to send
+    it); it equals the main-process batch, padding zeroed although the buffer starts empty."""
+    import gaitgl_lightning.data.datasets as datasets
+
+    rng = np.random.default_rng(0)
+    items = [
+        {
+            "sils": rng.integers(1, 256, (n, 8, 64), dtype=np.uint8)[..., 10:54],
+            "label": n,
+            "index": i,
+        }
+        for i, n in enumerate((5, 2, 5, 1))
+    ]
+    main = datasets.collate(items)
+    assert not main["sils"].is_shared()
+    monkeypatch.setattr(datasets, "get_worker_info", lambda: object())
+    for _ in range(3):  # fresh buffers each time: the padding must be written, not assumed
+        worker = datasets.collate(items)
+        assert worker["sils"].is_shared()
+        for key in main:
+            assert torch.equal(main[key], worker[key]), key
+    assert main["sils"].shape == (4, 5, 8, 44) and main["lengths"].tolist() == [5, 2, 5, 1]
+    assert int(main["sils"][1, 2:].sum()) == 0 and int(main["sils"][3, 1:].sum()) == 0
+    for i, it in enumerate(items):
+        np.testing.assert_array_equal(main["sils"][i, : len(it["sils"])].numpy(), it["sils"])
 
 
 def test_wrong_shape_and_empty_sequences_are_refused(tmp_path: Path) -> None:
