@@ -87,10 +87,6 @@ class GaitGLModule(L.LightningModule):
         self._eval_failure: Exception | None = None
         self._step_clock: float | None = None
         self.loaded_step: int | None = None  # the step of a checkpoint loaded for evaluation
-        # Logged-metric prefix of the next evaluations (None: the stage, ``val`` / ``test``).
-        # ``train`` sets ``best`` while re-scoring the best checkpoint, so that its numbers do
-        # not enter the ``val/*`` curve at the last step as if the final weights had scored them.
-        self.eval_prefix: str | None = None
 
     # ----------------------------------------------------------------------------- set-up
     def setup(self, stage: str) -> None:
@@ -249,16 +245,10 @@ class GaitGLModule(L.LightningModule):
             if self.trainer.sanity_checking:
                 return
             metric.sync()  # a collective: every rank; a no-op on one process
-            summary: dict[str, float] | None = None
-            failure: Exception | None = None
-            if self.trainer.is_global_zero:
-                try:
-                    self.last_result = self._evaluate(metric)
-                    summary = {k: float(v) for k, v in self.last_result.summary().items()}
-                except Exception as err:  # shared in the broadcast every other rank waits in
-                    failure = err
-            shared = self.trainer.strategy.broadcast((summary, _describe(failure)), src=0)
-            summary, message = shared
+            summary, failure = (
+                self._evaluate(metric) if self.trainer.is_global_zero else (None, None)
+            )
+            summary, message = self.trainer.strategy.broadcast((summary, _describe(failure)), src=0)
             self._raise_if_failed([message], failure, "in evaluation")
         finally:
             metric.reset()
@@ -266,7 +256,7 @@ class GaitGLModule(L.LightningModule):
             return
         self.evaluated_at = int(self.global_step)
         self.log_dict(
-            {f"{self.eval_prefix or stage}/{k}": v for k, v in summary.items() if math.isfinite(v)},
+            {f"{stage}/{k}": v for k, v in summary.items() if math.isfinite(v)},
             on_step=False,
             on_epoch=True,
         )
@@ -323,8 +313,16 @@ class GaitGLModule(L.LightningModule):
         trainer.save_checkpoint(path)
         return path
 
-    def _evaluate(self, metric: GaitEvaluation) -> EvalResult:
-        """Rank 0: the protocol's result; write the submission of a hidden-label test set."""
+    def _evaluate(self, metric: GaitEvaluation) -> tuple[dict[str, float] | None, Exception | None]:
+        """Rank 0: run the protocol (kept as ``last_result``), write the submission of a
+        hidden-label test set; return the summary, or the failure to share."""
+        try:
+            self.last_result = self._protocol_result(metric)
+        except Exception as err:  # shared in the broadcast every other rank waits in
+            return None, err
+        return {k: float(v) for k, v in self.last_result.summary().items()}, None
+
+    def _protocol_result(self, metric: GaitEvaluation) -> EvalResult:
         result = metric.compute()
         step = self._evaluated_step()
         if result.submission is not None and self.submission_dir:

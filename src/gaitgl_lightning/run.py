@@ -7,7 +7,6 @@ call them with a config from Hydra's compose API without going through ``@hydra.
 from __future__ import annotations
 
 import logging
-import re
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
@@ -150,16 +149,14 @@ def train(cfg: DictConfig) -> dict[str, Any]:
             metrics["final"] = {}  # rank 0 holds the result and writes metrics.json
         else:
             metrics["final"] = _evaluate(
-                trainer, module, datamodule, ckpt_path=_trained_weights(trainer)
+                trainer.validate, module, datamodule, ckpt_path=_trained_weights(trainer)
             )
         best = _best_checkpoint(trainer)
         if cfg.get("eval_best", True) and best:
-            if at_end and _checkpoint_step(best) == trainer.global_step:
-                metrics["best"] = dict(metrics["final"])  # the best is the final checkpoint
-            else:
-                metrics["best"] = _evaluate(
-                    trainer, module, datamodule, ckpt_path=best, prefix="best"
-                )
+            # Lightning's test loop, logged as test/*: val/* only ever holds the weights of the
+            # step it is logged at. Always run, also when the best is the final checkpoint, so
+            # that every run's logs hold test/* the same way.
+            metrics["best"] = _evaluate(trainer.test, module, datamodule, ckpt_path=best)
             metrics["best"]["checkpoint"] = best
         if cfg.get("baseline_gei", False):
             metrics["baseline_gei"] = _gei_baseline(datamodule, module)
@@ -201,42 +198,25 @@ def _best_checkpoint(trainer: L.Trainer) -> str | None:
     return path or None
 
 
-def _checkpoint_step(path: str) -> int | None:
-    """The step in a checkpoint name of the ``step{step:06d}-...`` form (None for another form,
-    which then costs one more evaluation rather than a wrong reuse)."""
-    match = re.match(r"step(\d+)-", Path(path).name)
-    return int(match.group(1)) if match else None
-
-
 def _evaluate(
-    trainer: L.Trainer,
-    module: GaitGLModule,
-    datamodule: Any,
-    ckpt_path: str | None,
-    prefix: str = "val",
+    loop: Callable[..., Any], module: GaitGLModule, datamodule: Any, ckpt_path: str | None
 ) -> dict[str, Any]:
-    """Run the evaluation loop once and return the protocol's full result as a dict; the
-    loggers get its summary as ``<prefix>/*``."""
+    """Run ``trainer.validate`` or ``trainer.test`` once and return the protocol's full result
+    as a dict; the loggers get its summary as ``val/*`` or ``test/*``."""
     module.last_result = None
-    module.eval_prefix = prefix
-    try:
-        trainer.validate(
-            module, datamodule=datamodule, ckpt_path=ckpt_path, verbose=False, weights_only=True
-        )
-    finally:
-        module.eval_prefix = None
+    logged = loop(
+        module, datamodule=datamodule, ckpt_path=ckpt_path, verbose=False, weights_only=True
+    )
     result = module.last_result
     if result is not None:
         return dict(result.to_dict())
-    # ddp_spawn evaluated in child processes: only the logged numbers come back.
-    logged = {
-        k.removeprefix(f"{prefix}/"): float(v)
-        for k, v in trainer.callback_metrics.items()
-        if k.startswith(f"{prefix}/")
-    }
+    # ddp_spawn evaluated in child processes (rank 0 holds the full result): only the logged
+    # numbers come back.
+    numbers = logged[0] if logged else {}
+    summary = {k.partition("/")[2]: float(v) for k, v in numbers.items() if "/" in k}
     return (
-        {"summary": logged, "note": "summary only (evaluated in spawned processes)"}
-        if logged
+        {"summary": summary, "note": "summary only (evaluated in spawned processes)"}
+        if summary
         else {}
     )
 
@@ -333,7 +313,7 @@ def evaluate_checkpoint(cfg: DictConfig) -> dict[str, Any]:
     _save_resolved_config(cfg)
     try:
         metrics: dict[str, Any] = {"version": __version__, "checkpoint": ckpt, "format": kind}
-        metrics["eval"] = _evaluate(trainer, module, datamodule, ckpt_path=load_from)
+        metrics["eval"] = _evaluate(trainer.test, module, datamodule, ckpt_path=load_from)
         _write_metrics(cfg, metrics)
         return metrics
     finally:

@@ -64,7 +64,7 @@ def test_missing_columns_are_named(tmp_path: Path) -> None:
 
 
 def test_condition_columns() -> None:
-    casia = ["val/NM/rank1", "val/BG/rank1", "val/rank1", "train/loss", "best/rank1"]
+    casia = ["val/NM/rank1", "val/BG/rank1", "val/rank1", "train/loss", "test/rank1"]
     assert condition_columns(casia) == {
         "NM": "val/NM/rank1",
         "BG": "val/BG/rank1",
@@ -76,7 +76,7 @@ def test_condition_columns() -> None:
         "rank1": "val/rank1",
         "mAP": "val/mAP",
     }
-    assert condition_columns(casia, prefix="best") == {"rank1": "best/rank1"}
+    assert condition_columns(casia, prefix="test") == {"rank1": "test/rank1"}
 
 
 def test_figure_titles_name_the_run() -> None:

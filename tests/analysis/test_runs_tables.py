@@ -46,9 +46,10 @@ def test_the_same_sweep_from_its_wandb_runs_alone(analysis_runs: AnalysisRuns) -
     assert varying_settings(wandb_runs) == ["mask.ratio", "mask.strategy"]
     for h, w in zip(hydra_runs, wandb_runs, strict=True):
         assert w.flat_config["mask.strategy"] == h.setting("mask")
-        assert w.summary().keys() == h.summary().keys()
-        for key, value in h.summary().items():
-            assert w.summary()[key] == pytest.approx(value, abs=1e-6)
+        for which in ("final", "best"):
+            assert w.summary(which).keys() == h.summary(which).keys() != set()
+            for key, value in h.summary(which).items():
+                assert w.summary(which)[key] == pytest.approx(value, abs=1e-6)
 
 
 def test_table5_rows_from_global_local_and_mask_runs(analysis_runs: AnalysisRuns) -> None:

@@ -24,15 +24,16 @@ def test_history_from_wandb_equals_history_from_csv(analysis_runs: AnalysisRuns)
     csv = load_history(analysis_runs.single, prefer="csv")
     wandb = load_history(analysis_runs.single, prefer="wandb")
     assert "csv" in csv.attrs["source"] and "wandb" in wandb.attrs["source"]
-    # Steps 0..11 of training; step 12 only when the best checkpoint was not the final one and
-    # its re-scoring logged best/* after fit (which of the two happens depends on the weights).
-    steps = list(range(13 if "best/rank1" in csv.columns else 12))
+    # Steps 0..11 of training, and step 12: the best checkpoint's test loop after fit, test/*.
+    steps = list(range(13))
     assert list(csv.index) == list(wandb.index) == steps
     expected = {"train/loss", "train/triplet", "train/ce", "train/triplet_nonzero", "train/lr"}
     assert expected | {"train/seq_per_s", "val/rank1", "val/NM/rank1"} <= set(wandb.columns)
     # val/* only at the evaluations made during fit (after steps 6 and 12, logged at 5 and 11):
-    # the end-of-run re-scoring of the best checkpoint goes to best/*, not into this curve.
+    # the end-of-run evaluation of the best checkpoint goes to test/*, not into this curve.
     assert list(csv["val/rank1"].dropna().index) == [5, 11]
+    assert list(csv["test/rank1"].dropna().index) == [12]
+    assert list(wandb["test/NM/rank1"].dropna().index) == [12]
     shared = sorted(set(csv.columns) & set(wandb.columns))
     assert len(shared) >= 12
     pd.testing.assert_frame_equal(csv[shared], wandb[shared], check_dtype=False, rtol=1e-6)
@@ -46,6 +47,8 @@ def test_config_and_summary_of_a_training_run(analysis_runs: AnalysisRuns) -> No
     final = metrics["final"]["summary"]
     assert run.summary["val/rank1"] == pytest.approx(final["rank1"], abs=1e-6)
     assert run.summary["val/CL/rank1"] == pytest.approx(final["CL/rank1"], abs=1e-6)
+    best = metrics["best"]["summary"]  # the best checkpoint's test loop
+    assert run.summary["test/rank1"] == pytest.approx(best["rank1"], abs=1e-6)
 
 
 _LONG_RUN = """

@@ -196,14 +196,18 @@ def _settings(hydra_node: Any, overrides: Sequence[str]) -> dict[str, Any]:
 
 
 def load_wandb_info(path: str | Path) -> RunInfo:
-    """A W&B run folder alone: config from the run file, ``val/*`` summary as the final result."""
+    """A W&B run folder alone: config from the run file, the ``val/*`` summary as the final
+    result and ``test/*`` (the best checkpoint's test loop) as the best."""
     run = load_wandb_run(path)
-    summary = {
-        k.removeprefix("val/"): float(v)
-        for k, v in run.summary.items()
-        if k.startswith("val/") and isinstance(v, (int, float))
-    }
-    metrics = {"final": {"summary": summary}} if summary else {}
+    metrics: dict[str, Any] = {}
+    for which, prefix in (("final", "val/"), ("best", "test/")):
+        summary = {
+            k.removeprefix(prefix): float(v)
+            for k, v in run.summary.items()
+            if k.startswith(prefix) and isinstance(v, (int, float))
+        }
+        if summary:
+            metrics[which] = {"summary": summary}
     return RunInfo(run.path, run.name or run.path.name, run.config, metrics, [], "wandb")
 
 
