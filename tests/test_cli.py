@@ -81,7 +81,9 @@ def test_multirun_over_mask_ratio_with_ddp(tmp_path: Path) -> None:
     assert [j.name for j in jobs] == ["0", "1"]
     ratios = []
     for job in jobs:
-        assert (job / "metrics.json").is_file()
+        metrics = json.loads((job / "metrics.json").read_text())
+        for which in ("final", "best"):  # evaluated in spawned processes: the logged summary
+            assert 0.0 <= metrics[which]["summary"]["rank1"] <= 1.0, metrics[which]
         config = yaml.safe_load((job / ".hydra" / "config.yaml").read_text())
         ratios.append(config["mask"]["ratio"])
     assert ratios == [0.1, 0.3]
