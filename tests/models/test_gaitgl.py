@@ -52,11 +52,15 @@ def _padded(lengths: list[int], seed: int = 0) -> tuple[torch.Tensor, torch.Tens
         (LTA_LTA, MaskStrategy("strip_h", 0.3), [20, 9, 10, 3]),
     ],
 )
-def test_padded_batch_equals_one_at_a_time(stages, mask, lengths) -> None:
+@pytest.mark.parametrize("unpadded", [False, True])
+def test_padded_batch_equals_one_at_a_time(stages, mask, lengths, unpadded) -> None:
+    """Both evaluation forms of a padded batch (length-masked padded maps; groups of equal
+    length without padding, the CPU default) give each sequence's one-at-a-time result."""
     net = _net(stages, mask)
     with torch.no_grad():  # give BN non-trivial running stats first
         net.train()(torch.rand(6, 1, 12, *SIZE) * 2)
     net.eval()
+    net.eval_unpadded = unpadded
     x, lens = _padded(lengths)
     with torch.no_grad():
         batch = net(x, lens)
@@ -66,8 +70,10 @@ def test_padded_batch_equals_one_at_a_time(stages, mask, lengths) -> None:
             torch.testing.assert_close(batch.logits[i], one.logits[0], rtol=1e-5, atol=1e-5)
 
 
-def test_padding_content_is_ignored() -> None:
+@pytest.mark.parametrize("unpadded", [False, True])
+def test_padding_content_is_ignored(unpadded: bool) -> None:
     net = _net(OPENGAIT).eval()
+    net.eval_unpadded = unpadded
     x, lens = _padded([9, 4])
     noisy = x.clone()
     noisy[1, :, 4:] = 1.0
@@ -81,6 +87,7 @@ def test_padding_content_is_ignored() -> None:
 def test_inplace_inference_path_equals_autograd_path(stages) -> None:
     """Without autograd, activations and padding re-zeroing run in place; same numbers."""
     net = _net(stages, MaskStrategy("strip_v", 0.3, eval_mode="fixed")).eval()
+    net.eval_unpadded = False  # the padded maps, zeroed in place
     x, lens = _padded([11, 10, 7])
     with torch.inference_mode():
         fast = net(x, lens)
@@ -178,8 +185,50 @@ def test_lta_spatial_reaches_every_lta_and_keeps_padding_exact() -> None:
     assert shapes == [(3, 3, 3), (3, 3, 3)]
     assert _net(LTA_LTA, lta_spatial=1).ltas["0"].conv.conv3d.weight.shape[2:] == (3, 1, 1)
     assert _net(LTA_LTA).ltas["0"].conv.conv3d.weight.shape[2:] == (3, 3, 3)  # Eq. 1 default
+    net.eval_unpadded = False
     x, lens = _padded([20, 11])
     with torch.no_grad():
         batch = net(x, lens)
         one = net(x[1:2, :, :11])
     torch.testing.assert_close(batch.embeddings[1], one.embeddings[0], rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("stages", [JOURNAL, OPENGAIT])
+def test_halves_pooled_apart_equal_stacked_map(stages) -> None:
+    """The last type-B layer's halves pooled apart (the fast path) give the outputs and the
+    gradients of pooling the stacked map, in training (masks drawn) and at evaluation."""
+    net = _net(stages).train()
+    assert net.pool_halves
+    ref = copy.deepcopy(net)
+    ref.pool_halves = False
+    x, lens = _padded([9, 7, 9, 4])
+    for a in (net, ref):
+        a.set_mask_seed(3)
+        out = a(x)
+        GaitGLLoss()(out.embeddings, out.logits, torch.tensor([0, 0, 1, 1])).total.backward()
+    for (name, p), q in zip(net.named_parameters(), ref.parameters(), strict=True):
+        assert p.grad is not None and q.grad is not None
+        torch.testing.assert_close(p.grad, q.grad, rtol=0, atol=0, msg=name)  # same ops
+    net.eval()
+    ref.eval()
+    with torch.inference_mode():
+        torch.testing.assert_close(net(x, lens).embeddings, ref(x, lens).embeddings)
+
+
+@pytest.mark.slow
+def test_compiled_training_forward_equals_eager() -> None:
+    """``compile=True``: the training forward runs through torch.compile, same numbers and
+    gradients; the module still deep-copies (the compiled function is not copied)."""
+    net = _net(OPENGAIT, compile=True).train()
+    ref = copy.deepcopy(net)
+    ref.compile_training = False
+    x = torch.rand(4, 1, 9, *SIZE)
+    labels = torch.tensor([0, 0, 1, 1])
+    for a in (net, ref):
+        out = a(x)
+        GaitGLLoss()(out.embeddings, out.logits, labels).total.backward()
+    assert net._compiled is not None and copy.deepcopy(net)._compiled is None
+    for p, q in zip(net.parameters(), ref.parameters(), strict=True):
+        assert p.grad is not None and q.grad is not None
+        scale = float(q.grad.abs().max())  # float rounding of fused vs eager kernels
+        torch.testing.assert_close(p.grad, q.grad, rtol=1e-2, atol=2e-3 * scale)

@@ -117,3 +117,34 @@ def test_mismatch_gives_readable_diff(tmp_path: Path) -> None:
     torch.save({"state_dict": sd}, path)
     with pytest.raises(OpenGaitCheckpointError, match="under 'model'"):
         load_opengait_checkpoint(_net("opengait_gaitgl", 10), path)
+
+
+def test_train_path_gradients_equal_reference(tmp_path: Path) -> None:
+    """The autograd path (in-place LeakyReLU, max over time, the last layer's halves pooled
+    apart instead of stacked) gives the gradients of the straightforward forward (float64)."""
+    sd = {k: v.double() if v.is_floating_point() else v for k, v in shallow_state(74).items()}
+    path = tmp_path / "GaitGL-80000.pt"
+    torch.save({"model": sd}, path)
+    net = _net("opengait_gaitgl", 74)
+    load_opengait_checkpoint(net, path)
+    net.double().eval()  # BN with running statistics, as reference_forward; autograd still records
+    gen = torch.Generator().manual_seed(0)
+    x = torch.rand(2, 1, 7, 64, 44, generator=gen, dtype=torch.float64)
+    probe = torch.randn(2, 128, 64, generator=gen, dtype=torch.float64)
+    names = ["conv3d.0.conv3d.weight", "LTA.0.conv3d.weight", "GLConvB2.local_conv3d.conv3d.weight"]
+    ref_w = {k: sd[k].clone().requires_grad_() for k in names}
+    xr = x.clone().requires_grad_()
+    (reference_forward({**sd, **ref_w}, xr) * probe).sum().backward()
+    xo = x.clone().requires_grad_()
+    (net(xo).embeddings * probe).sum().backward()
+    ours = {
+        "conv3d.0.conv3d.weight": net.stages[0][0].conv.conv3d.weight,
+        "LTA.0.conv3d.weight": net.ltas["0"].conv.conv3d.weight,
+        "GLConvB2.local_conv3d.conv3d.weight": net.stages[2][1].local_conv3d.conv3d.weight,
+    }
+    assert xo.grad is not None and xr.grad is not None
+    torch.testing.assert_close(xo.grad, xr.grad, rtol=1e-9, atol=1e-12)
+    for k, p in ours.items():
+        g = ref_w[k].grad
+        assert p.grad is not None and g is not None
+        torch.testing.assert_close(p.grad, g, rtol=1e-9, atol=1e-12)
