@@ -151,3 +151,26 @@ def test_view_nearest_hits_against_brute_force() -> None:
                 continue
             best = min(cols, key=lambda c: (float(d[i, c]), c))
             assert bool(hits[i, v]) == bool(glab[best] == plab[i])
+
+
+def test_first_match_rank_mixed_ties_inf_and_unmatched_rows() -> None:
+    """Rows with and without ties at the nearest true match in one block (the tie count runs
+    only on the rows that have one), infinite distances, probes without a true match."""
+    g = torch.Generator().manual_seed(5)
+    for trial in range(20):
+        n_p, n_g = 9, 31
+        dist = torch.randint(0, 6 if trial % 2 else 60, (n_p, n_g), generator=g).float()
+        dist[torch.rand(n_p, n_g, generator=g) < 0.1] = float("inf")
+        if trial % 4 == 3:  # the first rows' true matches all at infinity, behind other infs
+            glab_t = torch.randint(0, 4, (n_g,), generator=g)
+            dist[:3, 0] = float("inf")
+            dist[:3][:, glab_t == 0] = float("inf")
+        plab = [str(int(v)) for v in torch.randint(0, 5, (n_p,), generator=g)]
+        glab = [str(int(v)) for v in torch.randint(0, 4, (n_g,), generator=g)]  # "4": no match
+        if trial % 4 == 3:
+            glab = [str(int(v)) for v in glab_t]
+            plab[:3] = ["0", "0", "0"]
+        pc, gc = encode_labels(plab, glab)
+        ranks = first_match_rank(dist, pc, gc).tolist()
+        for i in range(n_p):
+            assert ranks[i] == first_rank(dist[i].tolist(), plab[i], glab), (trial, i)
