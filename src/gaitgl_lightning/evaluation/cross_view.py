@@ -110,15 +110,18 @@ def view_table(
     return ViewTable(list(pviews), list(views), acc, per_view, mean)
 
 
-def _cross_view_setup(
+def _views_and_hits(
     protocol: str,
     emb: Tensor,
     meta: SequenceMeta,
     pidx: np.ndarray,
     gidx: np.ndarray,
     include_identical_view: bool,
-) -> list[str]:
-    """Views of the evaluation, with the checks every cross-view protocol needs."""
+    distance: str,
+    chunk_size: int,
+) -> tuple[list[str], np.ndarray]:
+    """The views of the evaluation, checked as every cross-view protocol needs, and every
+    probe's rank-1 hit per gallery view (rows of ``emb``)."""
     gviews = set(meta.views[gidx].astype(str).tolist())
     pviews = set(meta.views[pidx].astype(str).tolist())
     missing = sorted(pviews - gviews)
@@ -132,21 +135,7 @@ def _cross_view_setup(
             f"{protocol}: identical views are excluded but the gallery has only the view(s) "
             f"{sorted(gviews)}: no cross-view pair to score (pass include_identical_view=True)"
         )
-    return sort_views(gviews)
-
-
-def _views_and_hits(
-    protocol: str,
-    emb: Tensor,
-    meta: SequenceMeta,
-    pidx: np.ndarray,
-    gidx: np.ndarray,
-    include_identical_view: bool,
-    distance: str,
-    chunk_size: int,
-) -> tuple[list[str], np.ndarray]:
-    """The checked views and every probe's rank-1 hit per gallery view (rows of ``emb``)."""
-    views = _cross_view_setup(protocol, emb, meta, pidx, gidx, include_identical_view)
+    views = sort_views(gviews)
     hits = cross_view_hits(
         emb,
         emb,
