@@ -4,12 +4,11 @@ from __future__ import annotations
 
 import json
 import logging
-import shutil
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import pytest
+from as_shipped import CASIA_TYPES, casia_b
 from helpers import TINY, compose_config
 
 from gaitgl_lightning.data.prepare import write_png_tree
@@ -32,24 +31,23 @@ def _raw_tree(root: Path) -> tuple[Path, Path]:
     return raw, partition
 
 
-def _prepare(raw: Path, partition: Path, root: Path) -> dict[str, Any]:
-    """``task=prepare`` of a CASIA-B-layout tree into ``root/store``, as the CLI composes it."""
-    overrides = [
-        "task=prepare",
-        "dataset=casia_b",
-        f"dataset.source={raw}",
-        f"dataset.store={root / 'store'}",
-        f"dataset.partition={partition}",
-        "dataset.num_classes=3",
-        "dataset.P=2",
-        "dataset.K=2",
-        "dataset.prepare_workers=1",
-    ]
-    return prepare(compose_config(overrides, root))
-
-
 def test_prepare_converts_a_raw_casia_b_tree(tmp_path: Path) -> None:
-    info = _prepare(*_raw_tree(tmp_path), tmp_path)
+    raw, partition = _raw_tree(tmp_path)
+    cfg = compose_config(
+        [
+            "task=prepare",
+            "dataset=casia_b",
+            f"dataset.source={raw}",
+            f"dataset.store={tmp_path / 'store'}",
+            f"dataset.partition={partition}",
+            "dataset.num_classes=3",
+            "dataset.P=2",
+            "dataset.K=2",
+            "dataset.prepare_workers=1",
+        ],
+        tmp_path,
+    )
+    info = prepare(cfg)
     assert info["sequences"] == 5 * 7 * 2 and info["train_ids"] == 3
     assert info["eval_sequences"] == 2 * 7 * 2
     assert (tmp_path / "store" / "index.json").is_file()
@@ -58,13 +56,22 @@ def test_prepare_converts_a_raw_casia_b_tree(tmp_path: Path) -> None:
 def test_prepare_accepts_a_tree_of_the_test_subjects_alone(
     tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
-    """Users who only evaluate (a downloaded checkpoint) often hold the test split alone."""
-    raw, partition = _raw_tree(tmp_path)
-    for subject in json.loads(partition.read_text())["TRAIN_SET"]:
-        shutil.rmtree(raw / subject)
+    """Users who only evaluate (a downloaded checkpoint) often hold the test split alone:
+    CASIA-B as downloaded, ids 075-076 only, with the benchmark's own partition."""
+    raw = casia_b(tmp_path / "data", [75, 76])
+    cfg = compose_config(
+        [
+            "task=prepare",
+            "dataset=casia_b",
+            f"dataset.source={raw}",
+            f"dataset.store={tmp_path / 'store'}",
+            "dataset.prepare_workers=1",
+        ],
+        tmp_path,
+    )
     with caplog.at_level(logging.INFO):
-        info = _prepare(raw, partition, tmp_path)
-    assert info["train_ids"] == 0 and info["eval_sequences"] == 2 * 7 * 2
+        info = prepare(cfg)
+    assert info["train_ids"] == 0 and info["eval_sequences"] == 2 * len(CASIA_TYPES) * 2
     assert "serves task=eval" in caplog.text
 
 
