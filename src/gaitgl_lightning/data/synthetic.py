@@ -24,6 +24,8 @@ from PIL import Image, ImageDraw
 
 from gaitgl_lightning.errors import ConfigError
 
+from .synthetic_scene import realistic_sequence
+
 #: CASIA-B sequence types, in order.
 SEQUENCE_TYPES = (
     *(f"nm-{i:02d}" for i in range(1, 7)),
@@ -48,6 +50,15 @@ SIZES: dict[str, dict[str, object]] = {
         "views": ("018", "054", "090", "126", "162"),
         "types": SEQUENCE_TYPES,
         "frames": (28, 40),
+    },
+    # CASIA-B's shape with the realistic scene (docs/data.md, "The casia preset").
+    "casia": {
+        "subjects": 124,
+        "train_subjects": 74,
+        "views": tuple(f"{v:03d}" for v in range(0, 181, 18)),
+        "types": SEQUENCE_TYPES,
+        "frames": (30, 44),
+        "scene": "casia",
     },
 }
 
@@ -135,6 +146,9 @@ class SyntheticGait:
     frames: tuple[int, int] = (28, 40)
     identity_spread: float = 1.0
     render: RenderSettings = field(default_factory=RenderSettings)
+    # "basic": orthographic capsules, one bag and one coat (tiny, default); "casia": the
+    # perspective scene with per-subject outfits and segmentation faults (synthetic_scene.py).
+    scene: str = "basic"
 
     @classmethod
     def preset(cls, size: str, seed: int = 0, **overrides: object) -> SyntheticGait:
@@ -161,6 +175,8 @@ class SyntheticGait:
             )
         if self.frames[0] < 1 or self.frames[1] < self.frames[0]:
             raise ConfigError(f"synthetic dataset: bad frame range {self.frames}")
+        if self.scene not in ("basic", "casia"):
+            raise ConfigError(f"synthetic dataset: scene {self.scene!r} is not basic or casia")
 
     # ------------------------------------------------------------------------ metadata
     @property
@@ -187,6 +203,13 @@ class SyntheticGait:
 
     def sequence(self, subject: str, seq_type: str, view: str) -> np.ndarray:
         """Render one sequence: uint8 [T, H, W], values 0 / 255."""
+        if self.scene == "casia":
+            return realistic_sequence(
+                lambda *keys: _rng(self.seed, *keys),
+                self.walker(subject),
+                (subject, seq_type, view),
+                self.frames,
+            )
         rng = _rng(self.seed, "sequence", subject, seq_type, view)
         walker = _jittered(self.walker(subject), rng, self.render.jitter)
         n_frames = int(rng.integers(self.frames[0], self.frames[1] + 1))
