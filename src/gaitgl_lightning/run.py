@@ -445,5 +445,9 @@ def run_task(cfg: DictConfig) -> Any:
     if task not in TASKS:
         raise ConfigError(f"task={task!r} is not one of {sorted(TASKS)}")
     torch.set_float32_matmul_precision("high")
+    if cfg.get("threads"):
+        # Floating-point sums are split by thread count, so a bit-reproducible sweep fixes it
+        # (and two single-thread jobs side by side use 2 cores better than one job on two).
+        torch.set_num_threads(int(cfg.threads))
     quiet_lightning()
     return TASKS[task](cfg)
