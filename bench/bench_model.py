@@ -62,8 +62,8 @@ def naive_glcl(layer: GLCL, x: torch.Tensor, net: GaitGL, rng: np.random.Generat
     g = lrelu(F.conv3d(x, layer.global_conv3d.conv3d.weight, padding=1), SLOPE)
     wl = layer.local_conv3d.conv3d.weight
     s = net.mask_strategy
-    if layer.local == "partition":
-        size = x.shape[3] // layer.parts
+    if s.strategy == "part_fixed":
+        size = x.shape[3] // (layer.parts or s.parts)
         loc = torch.cat([F.conv3d(c, wl, padding=1) for c in x.split(size, 3)], 3)
         loc = lrelu(loc, SLOPE)
     elif net.training and s.random:

@@ -3,26 +3,24 @@ mask options, experiment and sweep presets, the debug preset; model layouts matc
 
 from __future__ import annotations
 
+import sys
+from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 import torch
 from helpers import compose_config, model_config
 from hydra.utils import instantiate
-from omegaconf import OmegaConf
+from omegaconf import DictConfig, OmegaConf
 
+import gaitgl_lightning
 from gaitgl_lightning import config_dir, group_config
 from gaitgl_lightning.models import MASK_PATTERNS, GaitGL, MaskStrategy
 
 EXPERIMENTS = sorted(p.stem for p in (config_dir() / "experiment").glob("*.yaml"))
 SWEEPS = sorted(p.stem for p in (config_dir() / "sweep").glob("*.yaml"))
 MODEL_NAMES = sorted(p.stem for p in (config_dir() / "model").glob("*.yaml"))
-
-
-def test_presets_exist() -> None:
-    for name in ("synthetic", "casia_b", "oumvlp", "grew_sgd", "gait3d", "opengait_casia_b"):
-        assert name in EXPERIMENTS
-    assert {"fig4_part", "fig4_strip_pixel", "table5", "mask_ratio"} <= set(SWEEPS)
 
 
 @pytest.mark.parametrize("experiment", EXPERIMENTS)
@@ -71,12 +69,6 @@ def test_sweep_presets_set_multirun(sweep: str, tmp_path: Path) -> None:
         assert key in cfg.hydra.runtime.choices or OmegaConf.select(cfg, key) is not None, key
 
 
-def test_mask_override_reaches_the_model(tmp_path: Path) -> None:
-    cfg = compose_config(["mask=part_h", "mask.ratio=0.3"], tmp_path)
-    net = instantiate(cfg.model, num_classes=int(cfg.dataset.num_classes))
-    assert net.mask_strategy.strategy == "part_h" and net.mask_strategy.ratio == 0.3
-
-
 def test_deviation_from_the_recipe_is_reported(tmp_path: Path) -> None:
     from gaitgl_lightning.run import recipe_deviations
 
@@ -102,8 +94,69 @@ def test_every_model_config_instantiates(name: str) -> None:
     assert out.logits.shape == (2, 7, net.parts)
 
 
-def test_every_model_file_states_only_its_difference() -> None:
-    # Config extension: every model file but the base extends another one.
+def _leaves(node: DictConfig, prefix: str = "") -> Iterator[tuple[str, Any]]:
+    for key, value in node.items():
+        if isinstance(value, DictConfig):
+            yield from _leaves(value, f"{prefix}{key}.")
+        else:  # a list is one value: Hydra replaces lists, it does not merge them
+            yield f"{prefix}{key}", value
+
+
+def _plain(value: Any) -> Any:
+    return OmegaConf.to_container(OmegaConf.create({"v": value}))["v"]
+
+
+def repeated_values(group: str, name: str) -> list[str]:
+    """The keys of ``conf/<group>/<name>.yaml`` that restate their parent's value."""
+    node = OmegaConf.load(config_dir() / group / f"{name}.yaml")
+    assert isinstance(node, DictConfig)
+    entries = node.pop("defaults", None) or []
+    parents = [e for e in entries if isinstance(e, str) and e != "_self_"]
+    parent: Any = OmegaConf.create()
+    for entry in parents:
+        parent = OmegaConf.merge(parent, group_config(group, entry))
+    missing = object()
+    return [
+        f"{key}: {_plain(value)!r}"
+        for key, value in _leaves(node)
+        if parents
+        and (theirs := OmegaConf.select(parent, key, default=missing)) is not missing
+        and _plain(theirs) == _plain(value)
+    ]
+
+
+#: Every config that extends another option of its group (`defaults: [<parent>, _self_]`).
+EXTENDING = sorted(
+    (p.parent.name, p.stem)
+    for p in config_dir().glob("*/*.yaml")
+    if any(
+        isinstance(e, str) and (p.parent / f"{e}.yaml").is_file()
+        for e in (OmegaConf.load(p).get("defaults") or [])
+    )
+)
+
+
+@pytest.mark.parametrize(("group", "name"), EXTENDING, ids=["/".join(e) for e in EXTENDING])
+def test_every_extending_config_states_only_its_difference(group: str, name: str) -> None:
+    assert repeated_values(group, name) == [], f"{group}/{name} restates its parent's values"
+
+
+def test_the_difference_check_catches_a_restated_value(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The check must be able to fail: a copy of tiny.yaml that restates one value of gaitgl.yaml.
+    model = tmp_path / "model"
+    model.mkdir()
+    for name in ("gaitgl", "tiny"):
+        (model / f"{name}.yaml").write_text((config_dir() / "model" / f"{name}.yaml").read_text())
+    with (model / "tiny.yaml").open("a") as f:
+        f.write("pooling: gem\nlocal: none\n")
+    monkeypatch.setattr(sys.modules[__name__], "config_dir", lambda: tmp_path)
+    monkeypatch.setattr(gaitgl_lightning, "config_dir", lambda: tmp_path)
+    assert repeated_values("model", "tiny") == ["pooling: 'gem'"]
+
+
+def test_every_model_file_but_the_base_extends_another() -> None:
     for name in MODEL_NAMES:
         text = (config_dir() / "model" / f"{name}.yaml").read_text()
         assert (name == "gaitgl") != ("\ndefaults:" in text), name
@@ -156,39 +209,54 @@ def _trace(net: GaitGL, frames: int) -> dict[str, tuple[int, ...]]:
     return shapes
 
 
-def test_opengait_shallow_layer_table() -> None:
+@pytest.mark.parametrize(
+    ("name", "classes", "layers"),
+    [
+        (  # OpenGait's shallow net: conv3d, GLConvA0 after LTA, GLConvA1 after MaxPool0,
+            # GLConvB2 doubles H
+            "opengait_gaitgl",
+            74,
+            {
+                "stages.0.0": (1, 32, 30, 64, 44),
+                "stages.1.0": (1, 64, 10, 64, 44),
+                "stages.2.0": (1, 128, 10, 32, 22),
+                "stages.2.1": (1, 128, 10, 64, 22),
+                "embeddings": (1, 128, 64),
+                "logits": (1, 74, 64),
+            },
+        ),
+        (
+            "opengait_gaitgl_large",
+            11,
+            {
+                "stages.0.1": (1, 32, 30, 64, 44),
+                "stages.1.1": (1, 64, 10, 64, 44),
+                "stages.2.1": (1, 128, 10, 32, 22),
+                "stages.3.0": (1, 256, 10, 32, 22),
+                "stages.3.1": (1, 256, 10, 64, 22),
+                "embeddings": (1, 256, 64),
+                "logits": (1, 11, 64),
+            },
+        ),
+        (
+            "gaitgl",
+            74,
+            {
+                "stages.0.0": (1, 64, 30, 64, 44),
+                "stages.1.0": (1, 128, 10, 64, 44),
+                "stages.2.1": (1, 128, 10, 64, 22),
+                "embeddings": (1, 128, 64),
+            },
+        ),
+    ],
+)
+def test_layer_table(name: str, classes: int, layers: dict[str, tuple[int, ...]]) -> None:
+    """Each layer's output shape: OpenGait's two nets as OpenGait builds them, and the journal
+    CASIA-B layout."""
     with torch.device("meta"):
-        net = instantiate(model_config("opengait_gaitgl"), num_classes=74)
-    s = _trace(net, 30)
-    assert s["stages.0.0"] == (1, 32, 30, 64, 44)  # conv3d
-    assert s["stages.1.0"] == (1, 64, 10, 64, 44)  # GLConvA0 after LTA
-    assert s["stages.2.0"] == (1, 128, 10, 32, 22)  # GLConvA1 after MaxPool0
-    assert s["stages.2.1"] == (1, 128, 10, 64, 22)  # GLConvB2 doubles H
-    assert s["embeddings"] == (1, 128, 64)
-    assert s["logits"] == (1, 74, 64)
-
-
-def test_opengait_deep_layer_table() -> None:
-    with torch.device("meta"):
-        net = instantiate(model_config("opengait_gaitgl_large"), num_classes=11)
-    s = _trace(net, 30)
-    assert s["stages.0.1"] == (1, 32, 30, 64, 44)
-    assert s["stages.1.1"] == (1, 64, 10, 64, 44)
-    assert s["stages.2.1"] == (1, 128, 10, 32, 22)
-    assert s["stages.3.0"] == (1, 256, 10, 32, 22)
-    assert s["stages.3.1"] == (1, 256, 10, 64, 22)
-    assert s["embeddings"] == (1, 256, 64)
-    assert s["logits"] == (1, 11, 64)
-
-
-def test_journal_layout_shapes() -> None:
-    with torch.device("meta"):
-        net = instantiate(model_config("gaitgl"), num_classes=74)
-    s = _trace(net, 30)
-    assert s["stages.0.0"] == (1, 64, 30, 64, 44)
-    assert s["stages.1.0"] == (1, 128, 10, 64, 44)
-    assert s["stages.2.1"] == (1, 128, 10, 64, 22)
-    assert s["embeddings"] == (1, 128, 64)
+        net = instantiate(model_config(name), num_classes=classes)
+    shapes = _trace(net, 30)
+    assert {k: shapes[k] for k in layers} == layers
 
 
 @pytest.mark.parametrize(

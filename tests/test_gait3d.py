@@ -43,7 +43,7 @@ def test_gait3d_preset_evaluates_the_official_probes(tmp_path: Path) -> None:
     _check_probe_set(out["eval"], tree.partition, 5)
     assert out["eval"]["summary"] == saved["final"]["summary"]  # same weights, same probes
     other_model = compose_config(
-        [*common, "task=eval", f"ckpt_path={ckpt}", "model=tiny_global_only"], tmp_path / "x"
+        [*common, "task=eval", f"ckpt_path={ckpt}", "model.local=none"], tmp_path / "x"
     )
     with pytest.raises(CheckpointError, match="does not fit this model config"):
         evaluate_checkpoint(other_model)

@@ -51,6 +51,9 @@ def group_config(group: str, name: str) -> Any:
     if not defaults:
         return node
     merged: Any = OmegaConf.create()
+    # A mapping entry chooses an option of another group (`override /mask@...: part_fixed`):
+    # it adds nothing to this group's node.
+    defaults = [entry for entry in defaults if isinstance(entry, str)]
     for entry in defaults:
         part = node if entry == "_self_" else group_config(group, str(entry))
         merged = OmegaConf.merge(merged, part)

@@ -3,7 +3,7 @@
 - ``single``: one run logged by both loggers (CSV and W&B offline), CASIA-B protocol;
 - ``retrieval``: one run with the generic protocol (it has a rank-k curve);
 - ``ratio_sweep``: a multirun over mask strategy x dropping ratio, both loggers (Fig. 4, Table 5);
-- ``model_sweep``: a multirun over the global-only and local-only models (Table 5, Fig. 5).
+- ``model_sweep``: a multirun over the global-only and local-only variants (Table 5, Fig. 5).
 """
 
 from __future__ import annotations
@@ -48,7 +48,7 @@ def analysis_runs(tmp_path_factory: pytest.TempPathFactory) -> AnalysisRuns:
             "-m",
             *TINY,
             *SHORT,
-            "model=tiny_global_only,tiny_local_only",
+            "++model={local:none},{global_branch:false}",
             f"hydra.sweep.dir={models}",
         ],
         root,

@@ -71,9 +71,11 @@ def test_table5_rows_from_global_local_and_mask_runs(analysis_runs: AnalysisRuns
     assert table["CL"][0] == pytest.approx(100 * global_only.summary()["CL/rank1"])
 
 
-def _run(strategy: str, ratio: float, rank1: float, stages: list[dict] | None = None) -> RunInfo:
+def _run(
+    strategy: str, ratio: float, rank1: float, stages: list[dict] | None = None, **model: object
+) -> RunInfo:
     config = {
-        "model": {"stages": stages or [{"local": "mask"}], "mask": {"strategy": strategy}},
+        "model": {"stages": stages or [{"local": "mask"}], "mask": {"strategy": strategy}, **model},
         "mask": {"strategy": strategy, "ratio": ratio},
     }
     config["model"]["mask"]["ratio"] = ratio
@@ -111,6 +113,13 @@ def test_rows_follow_the_model_config_not_the_name() -> None:
     assert row == "global only" and math.isnan(d)
     assert table5_row(_run("strip_h", 0.3, 0.5, no_global)) == ("local only, strip-level (H)", 0.3)
     assert table5_row(_run("part_h", 0.3, 0.5)) == ("part-level (H)", 0.3)
+    # The model-level keys (model.local / model.global_branch), a stage's own key winning.
+    plain = [{"channels": 4}, {"kind": "conv"}, {"channels": 8}]
+    assert table5_row(_run("strip_v", 0.25, 0.5, plain, local="none"))[0] == "global only"
+    local_only = _run("pixel", 0.1, 0.5, plain, global_branch=False)
+    assert table5_row(local_only) == ("local only, pixel-level", 0.1)
+    own = [{"local": "mask"}, {}]
+    assert table5_row(_run("strip_v", 0.25, 0.5, own, local="none"))[0] == "strip-level (V)"
 
 
 def test_flatten_names_list_items_by_position() -> None:

@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from gaitgl_lightning.losses import GaitGLLoss
-from gaitgl_lightning.models import GaitGL, MaskStrategy
+from gaitgl_lightning.models import GLCL, GaitGL, MaskStrategy
 
 SIZE = (16, 12)
 JOURNAL = [
@@ -16,21 +16,24 @@ JOURNAL = [
     {"channels": 6, "local": "mask", "pool": "sp"},
     {"channels": 6, "layers": 2, "local": "mask", "last": "B"},
 ]
+# OpenGait's layout: a conv stem and the fixed partition (mask=part_fixed), its parts per stage.
 OPENGAIT = [
     {"kind": "conv", "channels": 3, "layers": 2, "pool": "lta"},
-    {"channels": 4, "local": "partition", "parts": 4, "pool": "sp"},
-    {"channels": 6, "layers": 2, "local": "partition", "parts": 2, "last": "B"},
+    {"channels": 4, "parts": 4, "pool": "sp"},
+    {"channels": 6, "layers": 2, "parts": 2, "last": "B"},
 ]
 LTA_LTA = [
     {"channels": 4, "local": "mask", "pool": "lta"},
-    {"channels": 4, "local": "partition", "parts": 4, "pool": "lta"},
+    {"channels": 4, "global": False, "pool": "lta"},
     {"channels": 6, "layers": 1, "local": "mask", "last": "B"},
 ]
 
 
 def _net(stages: list, mask: MaskStrategy | None = None, **kw) -> GaitGL:
     torch.manual_seed(0)
-    return GaitGL(5, stages, mask=mask or MaskStrategy("strip_v", 0.3), input_size=SIZE, **kw)
+    if mask is None:
+        mask = MaskStrategy("part_fixed" if stages is OPENGAIT else "strip_v", 0.3)
+    return GaitGL(5, stages, mask=mask, input_size=SIZE, **kw)
 
 
 def _padded(lengths: list[int], seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
@@ -86,7 +89,8 @@ def test_padding_content_is_ignored(unpadded: bool) -> None:
 @pytest.mark.parametrize("stages", [JOURNAL, OPENGAIT])
 def test_inplace_inference_path_equals_autograd_path(stages) -> None:
     """Without autograd, activations and padding re-zeroing run in place; same numbers."""
-    net = _net(stages, MaskStrategy("strip_v", 0.3, eval_mode="fixed")).eval()
+    mask = None if stages is OPENGAIT else MaskStrategy("strip_v", 0.3, eval_mode="fixed")
+    net = _net(stages, mask).eval()
     net.eval_unpadded = False  # the padded maps, zeroed in place
     x, lens = _padded([11, 10, 7])
     with torch.inference_mode():
@@ -232,3 +236,66 @@ def test_compiled_training_forward_equals_eager() -> None:
         assert p.grad is not None and q.grad is not None
         scale = float(q.grad.abs().max())  # float rounding of fused vs eager kernels
         torch.testing.assert_close(p.grad, q.grad, rtol=1e-2, atol=2e-3 * scale)
+
+
+PLAIN = [{"channels": 4}, {"channels": 6}, {"channels": 6, "layers": 2, "last": "B"}]
+
+
+def _branches(net: GaitGL) -> list[tuple[bool, bool]]:
+    return [
+        (layer.global_conv3d is not None, layer.local_conv3d is not None)
+        for block in net.stages
+        for layer in block
+        if isinstance(layer, GLCL)
+    ]
+
+
+def test_model_level_variants_apply_to_every_stage() -> None:
+    """local / global_branch / pools / channels are one key each for the whole net (Tables 5
+    and 7 as settings); a stage that states its own key keeps it."""
+    base = _net(PLAIN, pools=["lta", "sp"])
+    assert [s.pool for s in base.specs] == ["lta", "sp", "none"] and base.parts == 16
+    assert _branches(base) == [(True, True)] * 4
+    assert _branches(_net(PLAIN, local="none")) == [(True, False)] * 4
+    assert _branches(_net(PLAIN, global_branch=False)) == [(False, True)] * 4
+    sp_sp = _net(PLAIN, pools=["sp", "sp"])
+    assert [s.pool for s in sp_sp.specs] == ["sp", "sp", "none"] and sp_sp.parts == 8
+    own = [{"channels": 4, "local": "mask", "pool": "sp"}, *PLAIN[1:]]
+    mixed = _net(own, local="none", pools=["lta", "lta"])
+    assert _branches(mixed)[0] == (True, True) and _branches(mixed)[1] == (True, False)
+    assert [s.pool for s in mixed.specs] == ["sp", "lta", "none"]
+    widths = _net([{}, {}, {"layers": 2, "last": "B"}], channels=[4, 6, 6], pools=["lta", "sp"])
+    assert [s.channels for s in widths.specs] == [4, 6, 6]
+    assert widths.state_dict().keys() == base.state_dict().keys()
+    for k, v in base.state_dict().items():
+        assert widths.state_dict()[k].shape == v.shape, k
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({"local": "partition"}, r"model local: .*mask=part_fixed"),
+        ({"local": "none", "global_branch": False}, r"stages\[0\]: no branch left"),
+        ({"pools": ["lta", "sp", "sp", "sp"]}, "pools lists 4 poolings for 3 stages"),
+        ({"channels": [4, 6]}, "channels lists 2 widths for 3 stages"),
+    ],
+)
+def test_bad_model_variant_is_a_clear_error(kwargs: dict, message: str) -> None:
+    with pytest.raises(ValueError, match=message):
+        _net(PLAIN, **kwargs)
+    with pytest.raises(ValueError, match=r"stages\[1\]: .*mask=part_fixed"):
+        _net([{"channels": 4}, {"channels": 4, "local": "partition"}])
+
+
+def test_part_fixed_is_not_the_unmasked_map() -> None:
+    """mask=part_fixed (Eq. 5) and mask=none (F(X)) differ on the same weights, in training
+    and at evaluation (before Eq. 5 had one route, part_fixed silently computed F(X))."""
+    x = torch.rand(2, 1, 9, *SIZE)
+    fixed = _net(JOURNAL, MaskStrategy("part_fixed", parts=4))
+    plain = _net(JOURNAL, MaskStrategy("none"))
+    for train in (True, False):
+        with torch.no_grad():
+            a = fixed.train(train)(x).embeddings
+            b = plain.train(train)(x).embeddings
+        assert (a - b).abs().max() > 1e-4
+

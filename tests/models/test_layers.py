@@ -67,10 +67,35 @@ def test_mask_pair_batched_and_separate_forms_agree() -> None:
 
 def test_glcl_types_a_and_b() -> None:
     x = torch.randn(1, 2, 3, 8, 6)
-    a = GLCL(2, 5, local="partition", parts=2, out_type="A")
-    b = GLCL(2, 5, local="partition", parts=2, out_type="B")
-    assert a(x, None).shape == (1, 5, 3, 8, 6)
-    assert b(x, None).shape == (1, 5, 3, 16, 6)
+    fixed = MaskStrategy("part_fixed")
+    a = GLCL(2, 5, parts=2, out_type="A")
+    b = GLCL(2, 5, parts=2, out_type="B")
+    assert a(x, None, fixed).shape == (1, 5, 3, 8, 6)
+    assert b(x, None, fixed).shape == (1, 5, 3, 16, 6)
+
+
+@pytest.mark.parametrize("parts", [None, 2])
+def test_part_fixed_is_eq5_over_the_layers_parts(parts: int | None) -> None:
+    """mask=part_fixed applies F to each of the fixed parts alone (Eq. 5): the layer's own
+    ``parts`` when it has one, else the strategy's; not F(X) over the whole map."""
+    torch.manual_seed(0)
+    layer = GLCL(3, 4, parts=parts, use_global=False)
+    strategy = MaskStrategy("part_fixed", parts=4)
+    x = torch.randn(2, 3, 4, 8, 10)
+    conv = layer.local_conv3d
+    assert conv is not None
+    size = 8 // (parts or 4)
+    ref = torch.cat([F.leaky_relu(conv(c), NEG_SLOPE) for c in x.split(size, dim=3)], dim=3)
+    with torch.no_grad():
+        for mode in (layer.train(), layer.eval()):
+            out = mode(x, None, strategy)
+            torch.testing.assert_close(out, ref, rtol=1e-5, atol=1e-6)
+            assert (out - F.leaky_relu(conv(x), NEG_SLOPE)).abs().max() > 1e-2
+
+
+def test_local_partition_is_gone_with_a_pointer() -> None:
+    with pytest.raises(ValueError, match="mask=part_fixed"):
+        GLCL(2, 5, local="partition")
 
 
 def test_lta_lengths_match_opengait() -> None:
@@ -122,3 +147,26 @@ def test_fast_paths_have_exact_gradients() -> None:
     assert torch.autograd.gradcheck(
         lambda a, b: _SmallInConv3d.apply(a, b, (1, 1, 1), (1, 1, 1)), (x, w)
     )
+
+
+def test_the_layer_asks_the_strategy_for_its_branch() -> None:
+    """A new strategy's own ``local_branch`` is what the layer runs (no name known to layers)."""
+    from gaitgl_lightning.models.masks import MASK_PATTERNS, MaskPattern
+
+    class Halved(MaskPattern):
+        name = "halved_for_test"
+        random = False
+
+        def local_branch(self, f, x, draw, parts, batched):  # type: ignore[no-untyped-def]
+            return f(x) * 0.5
+
+    try:
+        torch.manual_seed(0)
+        layer = GLCL(3, 4, use_global=False)
+        x = torch.randn(2, 3, 4, 8, 10)
+        conv = layer.local_conv3d
+        assert conv is not None
+        out = layer(x, None, MaskStrategy("halved_for_test"))
+        torch.testing.assert_close(out, 0.5 * F.leaky_relu(conv(x), NEG_SLOPE))
+    finally:
+        MASK_PATTERNS.pop("halved_for_test", None)

@@ -1,8 +1,9 @@
 """The paper's ablation tables filled from finished runs (Table 5: mask strategies).
 
 Which row a run belongs to is read from its config, not from its name: a model whose stages
-have no local branch is "global only", one whose stages turn the global branch off is "local
-only", and every other run is a GLCL model named by its mask strategy (and dropping ratio d).
+have no local branch is "global only" (``model.local: none``), one whose stages have no global
+branch is "local only" (``model.global_branch: false``), and every other run is a GLCL model
+named by its mask strategy (and dropping ratio d).
 """
 
 from __future__ import annotations
@@ -41,9 +42,18 @@ PAPER_TABLE5: dict[str, tuple[float, float, float, float]] = {
 CONDITIONS = {"NM": "NM/rank1", "BG": "BG/rank1", "CL": "CL/rank1", "mean": "rank1"}
 
 
-def _stages(config: dict[str, Any]) -> list[dict[str, Any]]:
-    stages = (config.get("model") or {}).get("stages") or []
-    return [s for s in stages if isinstance(s, dict)]
+def _branches(config: dict[str, Any]) -> list[tuple[str, bool]]:
+    """(local, global branch) of each GLCL stage: the stage's own key, else the model's
+    (``model.local`` / ``model.global_branch``)."""
+    model = config.get("model") or {}
+    stages = [s for s in model.get("stages") or [] if isinstance(s, dict)]
+    local = str(model.get("local", "mask"))
+    glob = model.get("global_branch", True) is not False
+    return [
+        (str(s.get("local", local)), s.get("global", s.get("global_branch", glob)) is not False)
+        for s in stages
+        if s.get("kind", "glcl") == "glcl"
+    ]
 
 
 def _strategy(config: dict[str, Any]) -> tuple[str, float]:
@@ -55,13 +65,13 @@ def _strategy(config: dict[str, Any]) -> tuple[str, float]:
 
 def table5_row(run: RunInfo) -> tuple[str, float]:
     """The Table 5 row of ``run`` and its d (NaN where d does not apply)."""
-    stages = _stages(run.config)
+    branches = _branches(run.config)
     strategy, ratio = _strategy(run.config)
     d = math.nan if strategy in RATIO_FREE else ratio
-    if stages and all(str(s.get("local", "none")) == "none" for s in stages):
+    if branches and all(local == "none" for local, _ in branches):
         return "global only", math.nan
     name = STRATEGY_NAMES.get(strategy, strategy)
-    if stages and any(s.get("global", True) is False for s in stages):
+    if branches and not any(glob for _, glob in branches):
         return f"local only, {name}", d
     return name, d
 

@@ -2,8 +2,8 @@
 
 from .gaitgl import GaitGL, GaitGLOutput, StageSpec
 from .heads import BNHead, BNNeckHead
-from .layers import GLCL, LTA, GeM, SeparateFCs, partition_conv, temporal_max
-from .masks import MASK_PATTERNS, STRATEGIES, MaskPattern, MaskStrategy
+from .layers import GLCL, LTA, GeM, SeparateFCs, temporal_max
+from .masks import MASK_PATTERNS, STRATEGIES, MaskPattern, MaskStrategy, partition_conv
 from .opengait import OpenGaitCheckpointError, load_opengait_checkpoint
 
 __all__ = [

@@ -1,7 +1,8 @@
 """The GaitGL network assembled from a list of stages given as data (paper Sec. 3, Fig. 2).
 
-Every reading of the paper (journal 3-stage / 4-stage, OpenGait's conference nets, the
-ablation rows of Tables 5-7) is a YAML edit of ``stages``; see docs/model.md for the format.
+Every reading of the paper (journal 3-stage / 4-stage, OpenGait's conference nets) is a list of
+``stages``; the ablation rows of Tables 5-7 are one model key each over it (``local``,
+``global_branch``, ``pools``, ``pooling``) and the mask group. See docs/model.md for the format.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from .heads import BNHead, BNNeckHead
 from .layers import (
     GLCL,
     LTA,
+    PARTITION_GONE,
     ConvBlock,
     GeM,
     RowPool,
@@ -72,17 +74,20 @@ class StageSpec:
 
     kind: ``glcl`` (GLCL layers) or ``conv`` (plain conv + LeakyReLU, e.g. a stem).
     channels: output channels of every layer of the stage.  layers: number of layers.
-    local: ``mask`` (Eq. 6, strategy from the model's ``mask``), ``partition`` (Eq. 5 with
-    ``parts`` parts) or ``none`` (global only).  global_branch: False for "local only".
+    local: ``mask`` (a local branch computed by the model's mask strategy: Eq. 6, or Eq. 5
+    for ``part_fixed``) or ``none`` (global only).  parts: the stage's part count for
+    ``part_fixed`` (None: the strategy's ``parts``).  global_branch: False for "local only".
     last: output type of the stage's last layer (``A`` add / ``B`` concat along H; the other
     layers are A).  pool: ``lta`` / ``sp`` / ``none`` after the stage.
+    ``channels``, ``local``, ``global_branch`` and ``pool`` default to the model's settings
+    (``GaitGL``'s ``channels``, ``local``, ``global_branch``, ``pools``); a stage's own key wins.
     """
 
     channels: int
     layers: int = 1
     kind: str = "glcl"
     local: str = "mask"
-    parts: int = 8
+    parts: int | None = None
     global_branch: bool = True
     last: str = "A"
     pool: str = "none"
@@ -90,36 +95,78 @@ class StageSpec:
     lta_stride: int = 3
 
     @classmethod
-    def parse(cls, raw: Mapping[str, Any] | StageSpec, index: int) -> StageSpec:
-        """Build from a config mapping, naming the stage and the bad key on error."""
+    def parse(
+        cls,
+        raw: Mapping[str, Any] | StageSpec,
+        index: int,
+        defaults: Mapping[str, Any] | None = None,
+    ) -> StageSpec:
+        """Build from a config mapping over the model's ``defaults``, naming the stage and the
+        bad key on error."""
         if isinstance(raw, StageSpec):
             return raw
         if not isinstance(raw, Mapping):
             raise TypeError(f"model stages[{index}] must be a mapping, got {type(raw).__name__}")
-        data = {str(k): v for k, v in raw.items()}
-        if "global" in data:
-            data["global_branch"] = data.pop("global")
+        own = {str(k): v for k, v in raw.items()}
+        if "global" in own:
+            own["global_branch"] = own.pop("global")
         allowed = set(cls.__dataclass_fields__)
-        unknown = sorted(set(data) - allowed)
+        unknown = sorted(set(own) - allowed)
         if unknown:
             raise ValueError(
                 f"model stages[{index}]: unknown keys {unknown}; allowed {sorted(allowed)}"
             )
-        if "channels" not in data:
+        if own.get("local") == "partition":
+            raise ValueError(f"model stages[{index}]: {PARTITION_GONE}")
+        data = {**(defaults or {}), **own}
+        if data.get("channels") is None:
             raise ValueError(f"model stages[{index}]: 'channels' is required")
         spec = cls(**data)
         checks = [
             (spec.kind in ("glcl", "conv"), "kind must be glcl or conv"),
-            (spec.local in ("mask", "partition", "none"), "local must be mask/partition/none"),
+            (spec.local in ("mask", "none"), "local must be mask or none"),
             (spec.last in ("A", "B"), "last must be A or B"),
             (spec.pool in ("lta", "sp", "none"), "pool must be lta/sp/none"),
             (int(spec.channels) > 0 and int(spec.layers) > 0, "channels and layers must be > 0"),
-            (int(spec.parts) > 0, "parts must be > 0"),
+            (spec.parts is None or int(spec.parts) > 0, "parts must be > 0"),
+            (
+                spec.kind == "conv" or spec.global_branch or spec.local != "none",
+                "no branch left (global_branch false and local none)",
+            ),
         ]
         for ok, msg in checks:
             if not ok:
-                raise ValueError(f"model stages[{index}]: {msg} (got {raw!r})")
+                raise ValueError(f"model stages[{index}]: {msg} (got {dict(data)!r})")
         return spec
+
+
+def stage_specs(
+    stages: Sequence[Mapping[str, Any] | StageSpec],
+    channels: Sequence[int] | None,
+    pools: Sequence[str],
+    local: str,
+    global_branch: bool,
+) -> list[StageSpec]:
+    """The stages with the model-level settings filled in where a stage does not state its own:
+    ``channels[i]`` and ``pools[i]`` for stage i (stages past the end of ``pools`` pool with
+    nothing), ``local`` and ``global_branch`` for every stage."""
+    if local == "partition":
+        raise ValueError(f"model local: {PARTITION_GONE}")
+    if local not in ("mask", "none"):
+        raise ValueError(f"model local must be mask or none, got {local!r}")
+    if len(pools) > len(stages):
+        raise ValueError(f"model pools lists {len(pools)} poolings for {len(stages)} stages")
+    if channels is not None and len(channels) != len(stages):
+        raise ValueError(f"model channels lists {len(channels)} widths for {len(stages)} stages")
+    specs = []
+    for i, raw in enumerate(stages):
+        defaults: dict[str, Any] = {"local": local, "global_branch": bool(global_branch)}
+        if i < len(pools):
+            defaults["pool"] = str(pools[i])
+        if channels is not None:
+            defaults["channels"] = int(channels[i])
+        specs.append(StageSpec.parse(raw, i, defaults))
+    return specs
 
 
 class GaitGL(nn.Module):
@@ -129,6 +176,13 @@ class GaitGL(nn.Module):
         num_classes: classifier width (0 for no classifier; logits are then an empty tensor).
         stages: list of stage mappings (see ``StageSpec``).
         mask: the mask strategy of ``local: mask`` layers (a ``MaskStrategy`` or its kwargs).
+        channels: the width of each stage, for stages that do not state their own (why: a size
+            variant of a layout is then one key, not a copy of its stage list).
+        pools: the pooling after each stage (``lta`` / ``sp`` / ``none``), in order; stages past
+            its end do not pool. ``[lta, sp]`` is Table 7's "1st = LTA, 2nd = SP".
+        local: ``mask`` (GLCL layers have a local branch) or ``none`` (Table 5 "global only").
+        global_branch: False for Table 5 "local only".  A stage's own ``pool`` / ``local`` /
+            ``global`` wins over these three.
         input_size: (H, W) of the silhouettes; fixes the number of parts of the head.
         pooling: row pooling over W: ``gem`` (Eq. 9-10), ``max``, ``avg``, ``max_avg``.
         head: ``bn`` (FC, BN shared over parts, per-part classifier) or ``bnneck``.
@@ -147,6 +201,10 @@ class GaitGL(nn.Module):
         num_classes: int,
         stages: Sequence[Mapping[str, Any] | StageSpec],
         mask: MaskStrategy | Mapping[str, Any] | None = None,
+        channels: Sequence[int] | None = None,
+        pools: Sequence[str] = (),
+        local: str = "mask",
+        global_branch: bool = True,
         input_size: Sequence[int] = (64, 44),
         pooling: str = "gem",
         head: str = "bn",
@@ -169,7 +227,7 @@ class GaitGL(nn.Module):
             raise TypeError(f"GaitGL mask must be a MaskStrategy, got {type(mask).__name__}")
         self.mask_strategy = mask
         self.num_classes = int(num_classes)
-        self.specs = [StageSpec.parse(s, i) for i, s in enumerate(stages)]
+        self.specs = stage_specs(stages, channels, pools, local, global_branch)
         self.input_size = (int(input_size[0]), int(input_size[1]))
         self.in_channels = int(in_channels)
         self._mask_seed = 0

@@ -18,6 +18,10 @@ from torch import nn
 from .masks import MaskStrategy
 
 NEG_SLOPE = 0.01  # LeakyReLU slope of the reference code (torch default)
+PARTITION_GONE = (
+    "local: partition is gone: Eq. 5 (the fixed partition) is the mask strategy part_fixed "
+    "(mask=part_fixed; parts from mask.parts, or a stage's `parts`)"
+)
 
 
 def time_mask(lengths: torch.Tensor, frames: int) -> torch.Tensor:
@@ -167,36 +171,15 @@ class ConvBlock(nn.Module):
         return apply_time_mask(lrelu(self.conv(x)), valid, inplace=True)
 
 
-def partition_conv(conv: nn.Module, x: torch.Tensor, parts: int) -> torch.Tensor:
-    """Eq. 5: split H into parts of ``H // parts`` rows, conv each part independently, concat.
-
-    Why not a loop over parts: the parts are folded into the batch dimension so one conv call
-    covers them all.  A short last chunk (H not divisible, as ``Tensor.split`` makes it) is
-    padded with zero rows, which is exactly the conv's own zero padding for that chunk; the
-    extra output rows are then dropped.
-    """
-    n, c, t, h, w = x.shape
-    size = max(h // parts, 1)
-    chunks = -(-h // size)
-    pad = chunks * size - h
-    if pad:
-        x = F.pad(x, (0, 0, 0, pad))
-    y = x.view(n, c, t, chunks, size, w).permute(0, 3, 1, 2, 4, 5)
-    y = conv(y.reshape(n * chunks, c, t, size, w))
-    co = y.shape[1]
-    y = y.view(n, chunks, co, t, size, w).permute(0, 2, 3, 1, 4, 5).reshape(n, co, t, -1, w)
-    return y[..., :h, :] if pad else y
-
-
 class GLCL(nn.Module):
     """Global-local conv layer (Eq. 1-6): ``Y_A = G(X) + L(X)`` or ``Y_B = cat_H(G(X), L(X))``.
 
-    ``local`` chooses the local branch: ``"mask"`` (Eq. 6, ``F(X*Mp) + F(X*Mq)`` with one
-    shared non-linear F = conv + LeakyReLU, the pair run as ONE conv over a doubled batch),
-    ``"partition"`` (Eq. 5 with ``parts`` parts) or ``"none"`` (global only).  On CPU the
-    pair runs as two conv calls instead (see ``pair_batched``).  ``use_global``
-    False gives the "local only" ablation.  The module names ``global_conv3d`` /
-    ``local_conv3d`` follow the conference code so checkpoints map one to one.
+    ``local``: ``"mask"`` (a local branch, computed as the model's mask strategy says: Eq. 6's
+    complementary pairs, Eq. 5's fixed parts for ``part_fixed``, or ``F(X)``) or ``"none"``
+    (global only).  ``F`` is one shared non-linear map, conv + LeakyReLU.  ``parts``: this
+    layer's part count for ``part_fixed`` (None: the strategy's).  ``use_global`` False gives
+    the "local only" ablation.  The module names ``global_conv3d`` / ``local_conv3d`` follow
+    the conference code so checkpoints map one to one.
     """
 
     def __init__(
@@ -204,24 +187,26 @@ class GLCL(nn.Module):
         in_channels: int,
         out_channels: int,
         local: str = "mask",
-        parts: int = 8,
+        parts: int | None = None,
         out_type: str = "A",
         use_global: bool = True,
     ) -> None:
         super().__init__()
-        if local not in ("mask", "partition", "none"):
-            raise ValueError(f"GLCL local must be mask/partition/none, got {local!r}")
+        if local == "partition":
+            raise ValueError(PARTITION_GONE)
+        if local not in ("mask", "none"):
+            raise ValueError(f"GLCL local must be mask or none, got {local!r}")
         if out_type not in ("A", "B"):
             raise ValueError(f"GLCL out_type must be 'A' or 'B', got {out_type!r}")
         if not use_global and local == "none":
             raise ValueError("GLCL needs at least one branch (use_global=False and local='none')")
         self.local = local
-        self.parts = int(parts)
+        self.parts = None if parts is None else int(parts)
         self.out_type = out_type
         self.global_conv3d = BasicConv3d(in_channels, out_channels) if use_global else None
         self.local_conv3d = BasicConv3d(in_channels, out_channels) if local != "none" else None
-        # How the mask pair runs: None = by device (one conv over a doubled batch on GPU,
-        # two conv calls on CPU); True / False force one form (tests compare them).
+        # How a mask pair runs: None = by device (one conv over a doubled batch on GPU, two
+        # conv calls on CPU); True / False force one form (tests compare them).
         self.pair_batched: bool | None = None
 
     @property
@@ -233,41 +218,21 @@ class GLCL(nn.Module):
             and self.local_conv3d is not None
         )
 
+    def _f(self, x: torch.Tensor) -> torch.Tensor:
+        """``F`` of Eq. 5-6: the shared local conv + LeakyReLU."""
+        assert self.local_conv3d is not None
+        return lrelu(self.local_conv3d(x))
+
     def _local(
         self,
         x: torch.Tensor,
         strategy: MaskStrategy | None,
         draw: Callable[[int, int, int], torch.Tensor] | None,
     ) -> torch.Tensor:
-        assert self.local_conv3d is not None
-        conv = self.local_conv3d
-        if self.local == "partition":
-            return lrelu(partition_conv(conv, x, self.parts))
-        if strategy is None or strategy.strategy == "none" or draw is None:
-            return lrelu(conv(x))
-        if strategy.strategy == "part_fixed":
-            return lrelu(partition_conv(conv, x, strategy.parts))
-        n = x.shape[0]
-        mp = draw(n, x.shape[3], x.shape[4]).to(x.dtype)  # [pairs, m, 1, 1, H, W], m in {1, n}
-        pairs = mp.shape[0]
+        if strategy is None:
+            return self._f(x)
         batched = self.pair_batched if self.pair_batched is not None else x.device.type != "cpu"
-        if not batched:
-            # CPU: separate conv calls avoid copying the input into a doubled batch; measured
-            # 10-20% faster fwd+bwd than the batched form on a 2-core CPU.
-            out: torch.Tensor | None = None
-            for k in range(pairs):
-                for m in (mp[k], 1 - mp[k]):
-                    z = lrelu(conv(x * m))
-                    out = z if out is None else out + z
-            assert out is not None
-            return out / pairs if pairs > 1 else out
-        xs = x.unsqueeze(0)
-        # GPU: every pair's Mp and Mq in one batch [2*pairs*n, C, T, H, W] for ONE conv call
-        # (fewer, larger kernels).
-        both = torch.cat([xs * mp, xs * (1 - mp)], dim=0).flatten(0, 1)
-        y = lrelu(conv(both))
-        y = y.view(2 * pairs, n, *y.shape[1:])
-        return y.sum(0) / pairs
+        return strategy.local_branch(self._f, x, draw, self.parts, batched)
 
     def forward(
         self,
