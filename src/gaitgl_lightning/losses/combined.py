@@ -1,4 +1,5 @@
-"""The GaitGL loss: batch-all triplet + cross-entropy, per part (paper Eq. 12-14)."""
+"""The GaitGL loss: batch-all triplet + cross-entropy, per part (paper Eq. 12,
+``L_c = L_tri + L_cse``; the triplet term is Eq. 13, see ``triplet.py`` for its sign)."""
 
 from __future__ import annotations
 

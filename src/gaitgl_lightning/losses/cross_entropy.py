@@ -1,4 +1,5 @@
-"""Cross-entropy per part (paper Eq. 13): every part's logits are classified on their own."""
+"""Cross-entropy per part (``L_cse`` of paper Eq. 12, which gives it no equation of its own):
+every part's logits are classified on their own."""
 
 from __future__ import annotations
 

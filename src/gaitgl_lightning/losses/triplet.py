@@ -1,4 +1,10 @@
-"""Batch-all triplet loss per part (paper Eq. 12; reference-implementations Sec. 4).
+"""Batch-all triplet loss per part (paper Eq. 13; reference-implementations Sec. 4).
+
+The hinge is ``[D(anchor, positive) - D(anchor, negative) + m]_+``. Eq. 13 as printed has the
+two distances the other way round, ``[D(A_i, B_k) - D(A_i, A_j) + m]_+`` (B_k of another
+class), which would pull classes together; the paper's own text ("increases the inter-class
+distance and reduces the intra-class distance") and every reference implementation use the
+sign written here.
 
 Each of the p parts is its own batch of n C-dim vectors.  Every (anchor, positive, negative)
 triplet counts (positives include the anchor itself, as the reference code does); per part the
