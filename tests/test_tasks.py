@@ -10,8 +10,8 @@ import numpy as np
 import pytest
 from as_shipped import CASIA_TYPES, casia_b
 from helpers import TINY, compose_config
+from synthetic_trees import write_png_tree
 
-from gaitgl_lightning.data.prepare import write_png_tree
 from gaitgl_lightning.data.synthetic import SyntheticGait
 from gaitgl_lightning.run import extract, prepare, train
 

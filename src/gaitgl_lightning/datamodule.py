@@ -115,7 +115,6 @@ class GaitDataModule(L.LightningDataModule):
         self.distractors, self.val_ids = bool(distractors), int(val_ids)
         self.store: PackedStore | None = None
         self.eval_meta: SequenceMeta  # set by setup()
-        self.start_step = 0
 
     # ------------------------------------------------------------------------- preparation
     def prepare_data(self) -> None:
@@ -288,7 +287,8 @@ class GaitDataModule(L.LightningDataModule):
 
     def train_dataloader(self) -> DataLoader[Any]:
         rank, world = self._rank_world()
-        step = self.trainer.global_step if self.trainer is not None else self.start_step
+        # A resumed run continues the sampling where it stopped (the trainer's step).
+        step = self.trainer.global_step if self.trainer is not None else 0
         sampler = PKBatchSampler(
             self.train_dataset.labels, self.P, self.K, self.seed, rank, world, start_step=step
         )

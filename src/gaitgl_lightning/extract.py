@@ -19,6 +19,7 @@ from torch import nn
 from gaitgl_lightning.data.formats import DataFormatError, read_png
 from gaitgl_lightning.data.pretreatment import SkipReport, align_sequence, side_cut
 from gaitgl_lightning.fileio import atomic_write_bytes
+from gaitgl_lightning.models import silhouettes_to_input
 
 
 def sequence_folders(root: Path) -> list[Path]:
@@ -52,8 +53,7 @@ def embed_folders(net: nn.Module, folders: list[Path], height: int) -> torch.Ten
     out = []
     for folder in folders:
         sils = torch.from_numpy(load_sequence(folder, height, report))
-        x = sils[None, None].float() / 255.0
-        out.append(net(x).embeddings[0])
+        out.append(net(silhouettes_to_input(sils[None])).embeddings[0])
     return torch.stack(out)
 
 

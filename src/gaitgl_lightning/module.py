@@ -25,6 +25,7 @@ from gaitgl_lightning import __version__
 from gaitgl_lightning.errors import GaitGLError, RankFailure, TrainingError
 from gaitgl_lightning.evaluation import EvalResult, write_submission
 from gaitgl_lightning.evaluation.metric import GaitEvaluation
+from gaitgl_lightning.models import silhouettes_to_input
 
 log = logging.getLogger(__name__)
 
@@ -121,16 +122,9 @@ class GaitGLModule(L.LightningModule):
         }
 
     # ----------------------------------------------------------------------------- forward
-    @staticmethod
-    def to_input(sils: torch.Tensor) -> torch.Tensor:
-        """uint8 [n, T, H, W] silhouettes -> float [n, 1, T, H, W] in [0, 1], on their device."""
-        if sils.dtype == torch.uint8:
-            return sils.unsqueeze(1).float().div_(255.0)
-        return sils.unsqueeze(1).float()
-
     def forward(self, sils: torch.Tensor, lengths: torch.Tensor | None = None) -> Any:
-        """Embed a batch of silhouette sequences (see ``to_input``)."""
-        return self.net(self.to_input(sils), lengths)
+        """Embed a batch of uint8 silhouette sequences (``models.silhouettes_to_input``)."""
+        return self.net(silhouettes_to_input(sils), lengths)
 
     # ----------------------------------------------------------------------------- training
     def training_step(self, batch: Mapping[str, torch.Tensor], batch_idx: int) -> torch.Tensor:

@@ -7,9 +7,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from synthetic_trees import write_png_tree
 
 from gaitgl_lightning.data import prepare as prepare_mod
-from gaitgl_lightning.data.prepare import generate_store, prepare_store, write_png_tree
+from gaitgl_lightning.data.prepare import generate_store, prepare_store
 from gaitgl_lightning.data.store import PackedStore, StoreError, StoreWriter
 from gaitgl_lightning.data.synthetic import SyntheticGait
 

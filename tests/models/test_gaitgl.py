@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from gaitgl_lightning.losses import GaitGLLoss
-from gaitgl_lightning.models import GLCL, GaitGL, MaskStrategy
+from gaitgl_lightning.models import GLCL, GaitGL, MaskStrategy, silhouettes_to_input
 
 SIZE = (16, 12)
 JOURNAL = [
@@ -299,3 +299,11 @@ def test_part_fixed_is_not_the_unmasked_map() -> None:
             b = plain.train(train)(x).embeddings
         assert (a - b).abs().max() > 1e-4
 
+
+def test_silhouettes_to_input_is_the_one_scaling() -> None:
+    sils = torch.tensor([[[[0, 255], [51, 128]]]], dtype=torch.uint8)  # [1, T=1, 2, 2]
+    x = silhouettes_to_input(sils)
+    assert x.shape == (1, 1, 1, 2, 2) and x.dtype == torch.float32
+    assert torch.equal(x, sils.unsqueeze(1).float() / 255)
+    scaled = torch.rand(2, 3, 4, 5)
+    assert torch.equal(silhouettes_to_input(scaled), scaled.unsqueeze(1))  # float: as given

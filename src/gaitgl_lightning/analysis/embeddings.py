@@ -22,7 +22,7 @@ from gaitgl_lightning.checkpoint import load_network
 from gaitgl_lightning.data.datasets import EvalSequences, collate
 from gaitgl_lightning.data.meta import SequenceMeta
 from gaitgl_lightning.data.store import StoreError
-from gaitgl_lightning.module import GaitGLModule
+from gaitgl_lightning.models import silhouettes_to_input
 
 
 @dataclass
@@ -64,7 +64,7 @@ def embed_sequences(
     subset = torch.utils.data.Subset(dataset, rows.tolist())
     out = []
     for batch in DataLoader(subset, batch_size=batch_size, collate_fn=collate):
-        x = GaitGLModule.to_input(batch["sils"])
+        x = silhouettes_to_input(batch["sils"])
         out.append(net(x, batch["lengths"]).embeddings.flatten(1).float().cpu())
     return torch.cat(out).numpy()
 

@@ -61,6 +61,19 @@ def _hooked(module: nn.Module) -> bool:
     )
 
 
+def silhouettes_to_input(sils: torch.Tensor) -> torch.Tensor:
+    """uint8 silhouettes [n, T, H, W] (0..255) -> the network's float input [n, 1, T, H, W] in
+    [0, 1], on their device; a float tensor is taken as already scaled.
+
+    Why one function here: the scaling is the network's input contract, and every caller
+    (training, evaluation, extraction, the analysis helpers) must scale the same way; the
+    loaders keep uint8 (four times less to copy) and the scaling happens on the device.
+    """
+    if sils.dtype == torch.uint8:
+        return sils.unsqueeze(1).float().div_(255.0)
+    return sils.unsqueeze(1).float()
+
+
 class GaitGLOutput(NamedTuple):
     """Network output: ``embeddings`` [n, C, parts] and ``logits`` [n, classes, parts]."""
 
@@ -379,7 +392,7 @@ class GaitGL(nn.Module):
         if x.shape[1] != self.in_channels or not x.is_floating_point():
             raise ValueError(
                 f"GaitGL expects float x with {self.in_channels} channel(s), got {x.dtype} "
-                f"with {x.shape[1]} (silhouettes: sils.unsqueeze(1).float() / 255)"
+                f"with {x.shape[1]} (silhouettes: models.silhouettes_to_input(sils))"
             )
         if tuple(x.shape[3:]) != self.input_size:
             raise ValueError(
