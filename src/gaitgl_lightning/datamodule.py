@@ -62,7 +62,11 @@ class GaitDataModule(L.LightningDataModule):
             mistakes (default: skip them; ``<store>/prepare-report.json`` lists every one).
         partition: a partition JSON path or a shipped name; None uses the store's own.
         size, synthetic: synthetic preset (``tiny`` / ``default``) and generator overrides.
-        seed: seed of the training stream (and of the synthetic set).
+        seed: the data seed: it fixes the rendered synthetic set (and so its store path);
+            unused by real datasets. Kept apart from the training seed so that a sweep over
+            training seeds runs on the same data (docs/data.md, "Data seed and training seed").
+        sampling_seed: seed of the training stream (the order of the P x K batches): the
+            training seed's part in the data (configs: ``${seed}``).
         distractors: add the distractor sequences (subject ``distractor``, GREW's harder
             setting) to the evaluation set; the ``grew`` protocol puts them in the gallery.
         val_ids: hold this many training identities out of training as a labelled validation
@@ -97,6 +101,7 @@ class GaitDataModule(L.LightningDataModule):
         eval_max_frames: int | None = None,
         prepare_workers: int = 2,
         seed: int = 0,
+        sampling_seed: int = 0,
         distractors: bool = False,
         val_ids: int = 0,
     ) -> None:
@@ -111,7 +116,7 @@ class GaitDataModule(L.LightningDataModule):
         self.size, self.synthetic = str(size), dict(synthetic or {})
         self.num_workers, self.prepare_workers = int(num_workers), int(prepare_workers)
         self.eval_batch_size, self.eval_max_frames = int(eval_batch_size), eval_max_frames
-        self.seed = int(seed)
+        self.seed, self.sampling_seed = int(seed), int(sampling_seed)
         self.distractors, self.val_ids = bool(distractors), int(val_ids)
         self.store: PackedStore | None = None
         self.eval_meta: SequenceMeta  # set by setup()
@@ -290,7 +295,13 @@ class GaitDataModule(L.LightningDataModule):
         # A resumed run continues the sampling where it stopped (the trainer's step).
         step = self.trainer.global_step if self.trainer is not None else 0
         sampler = PKBatchSampler(
-            self.train_dataset.labels, self.P, self.K, self.seed, rank, world, start_step=step
+            self.train_dataset.labels,
+            self.P,
+            self.K,
+            self.sampling_seed,
+            rank,
+            world,
+            start_step=step,
         )
         return DataLoader(
             self.train_dataset,
@@ -320,8 +331,9 @@ class GaitDataModule(L.LightningDataModule):
 
     # ------------------------------------------------------------------------- checkpoint
     def state_dict(self) -> dict[str, Any]:
-        """The sampler stream: its seed and P x K (the position is the trainer's global step)."""
-        return {"seed": self.seed, "P": self.P, "K": self.K}
+        """The sampler stream: its seed and P x K (the position is the trainer's global step).
+        The key stays ``seed`` (the sampling seed), as in checkpoints written before the split."""
+        return {"seed": self.sampling_seed, "P": self.P, "K": self.K}
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
         if (state_dict.get("P"), state_dict.get("K")) != (self.P, self.K):
@@ -332,7 +344,7 @@ class GaitDataModule(L.LightningDataModule):
                 state_dict.get("P"),
                 state_dict.get("K"),
             )
-        self.seed = int(state_dict.get("seed", self.seed))
+        self.sampling_seed = int(state_dict.get("seed", self.sampling_seed))
 
 
 def _say_partial(dataset: str, split: str, found: int, listed: int) -> None:

@@ -27,6 +27,7 @@ from gaitgl_lightning.datamodule import GaitDataModule
 from gaitgl_lightning.errors import CheckpointError, ConfigError, MissingCheckpointError
 from gaitgl_lightning.fileio import atomic_write_json, atomic_write_text
 from gaitgl_lightning.module import GaitGLModule
+from gaitgl_lightning.sweepjobs import previous_result
 
 log = logging.getLogger(__name__)
 
@@ -160,10 +161,19 @@ def train(cfg: DictConfig) -> dict[str, Any]:
             metrics["best"]["checkpoint"] = best
         if cfg.get("baseline_gei", False):
             metrics["baseline_gei"] = _gei_baseline(datamodule, module)
+        _add_mask_signature(metrics, module)
         _write_metrics(cfg, metrics)
         return metrics
     finally:
         close_loggers()
+
+
+def _add_mask_signature(metrics: dict[str, Any], module: GaitGLModule) -> None:
+    """``masks``: the network's effective masks (per masked layer: map size and what a pair
+    drops), which the ablation report groups runs by (two ratios can drop the same rows)."""
+    signature = getattr(module.net, "mask_signature", None)
+    if callable(signature):
+        metrics["masks"] = signature()
 
 
 def _save_last(trainer: L.Trainer) -> None:
@@ -299,6 +309,7 @@ def evaluate_checkpoint(cfg: DictConfig) -> dict[str, Any]:
     if ckpt is None:
         raise ConfigError("task=eval needs ckpt_path=<file> (or ckpt_path=last with its run dir)")
     kind, state = read_checkpoint_any(ckpt)
+    step = int(state.get("iteration" if kind == "opengait" else "global_step", 0))
     datamodule = build_datamodule(cfg)
     module = build_module(cfg, num_classes=checkpoint_num_classes(kind, state))
     load_from: str | None = ckpt
@@ -313,7 +324,9 @@ def evaluate_checkpoint(cfg: DictConfig) -> dict[str, Any]:
     _save_resolved_config(cfg)
     try:
         metrics: dict[str, Any] = {"version": __version__, "checkpoint": ckpt, "format": kind}
+        metrics["steps"] = step
         metrics["eval"] = _evaluate(trainer.test, module, datamodule, ckpt_path=load_from)
+        _add_mask_signature(metrics, module)
         _write_metrics(cfg, metrics)
         return metrics
     finally:
@@ -450,4 +463,7 @@ def run_task(cfg: DictConfig) -> Any:
         # (and two single-thread jobs side by side use 2 cores better than one job on two).
         torch.set_num_threads(int(cfg.threads))
     quiet_lightning()
+    previous = previous_result(cfg, output_dir(cfg))
+    if previous is not None:
+        return previous
     return TASKS[task](cfg)

@@ -335,6 +335,43 @@ class GaitGL(nn.Module):
         """The current mask seed."""
         return self._mask_seed
 
+    def mask_signature(self) -> dict[str, Any]:
+        """The effective masks of this network: per masked layer its map size and what a pair
+        drops (``MaskStrategy.signature``); ``layers`` is empty without a masked layer."""
+        return self.mask_strategy.signature(self.masked_map_sizes())
+
+    def masked_map_sizes(self) -> list[tuple[int, int]]:
+        """(H, W) of the input of every ``local: mask`` layer, in forward order.
+
+        Traced with one no-grad eval forward of a zero clip of ``min_frames`` frames (why: the
+        sizes then come from the layers as built, whatever the stages, pools and type-B
+        stacking do); eval mode draws nothing and moves no mask counter, so training is
+        unaffected.
+        """
+        sizes: list[tuple[int, int]] = []
+
+        def record(_module: nn.Module, args: tuple[Any, ...]) -> None:
+            sizes.append((int(args[0].shape[3]), int(args[0].shape[4])))
+
+        layers = [m for m in self.modules() if isinstance(m, GLCL) and m.local == "mask"]
+        hooks = [m.register_forward_pre_hook(record) for m in layers]
+        was_training = self.training
+        param = next(self.parameters())
+        x = torch.zeros(
+            (1, self.in_channels, self.min_frames, *self.input_size),
+            device=param.device,
+            dtype=param.dtype,
+        )
+        try:
+            self.eval()
+            with torch.no_grad():
+                self._forward(x, None)
+        finally:
+            for hook in hooks:
+                hook.remove()
+            self.train(was_training)
+        return sizes
+
     # ------------------------------------------------------------------ forward helpers
     def _mask_drawer(
         self, device: torch.device, layer_index: int, draw_index: int

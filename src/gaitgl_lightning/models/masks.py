@@ -11,8 +11,8 @@ a seed reproduces them exactly (see ``GaitGL.set_mask_seed``).
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
-from typing import ClassVar
+from collections.abc import Callable, Sequence
+from typing import Any, ClassVar
 
 import torch
 import torch.nn.functional as F
@@ -300,3 +300,68 @@ class MaskStrategy:
         m = n if self.per_sample else 1
         drop = self.pattern.dropped(m, height, width, self.dropped_count, generator, device)
         return drop.to(torch.float32)[:, None, None]
+
+    # ------------------------------------------------------------------ signature
+    def signature(self, sizes: Sequence[tuple[int, int]]) -> dict[str, Any]:
+        """What these masks are on maps of ``sizes`` (one (H, W) per masked layer, in order).
+
+        Why: two settings can give the same masks (on a 16-column map ``ratio`` 0.25 and 0.3
+        both drop floor(d * 16) = 4 columns); the ablation report groups runs by this and
+        flags such arms instead of plotting them as two points. It is read off a drawn pair
+        (rows, columns and pixels it drops), not computed from the setting's text, so that a
+        registered strategy of one's own is described by what it does.
+        """
+        layers = [self._layer_signature(int(h), int(w)) for h, w in sizes]
+        evaluation = self.eval_mode
+        if self.random and self.eval_mode == "mean":
+            evaluation = f"mean of {self.eval_pairs} pairs"
+        elif not self.random:
+            evaluation = "as training"
+        out: dict[str, Any] = {
+            "strategy": self.strategy,
+            "per_sample": self.per_sample if self.random else None,
+            "eval": evaluation,
+            "layers": layers,
+        }
+        out["text"] = _signature_text(out)
+        return out
+
+    def _layer_signature(self, height: int, width: int) -> dict[str, Any]:
+        layer: dict[str, Any] = {"size": [height, width]}
+        if self.strategy == "part_fixed":
+            layer["parts"] = -(-height // max(height // self.parts, 1))
+            return layer
+        if not self.random:
+            layer["dropped_pixels"] = 0
+            return layer
+        gen = torch.Generator().manual_seed(0)
+        drop = self.pattern.dropped(1, height, width, self.dropped_count, gen, torch.device("cpu"))
+        drop = drop[0]
+        layer["dropped_pixels"] = int(drop.sum())
+        layer["dropped_rows"] = int(drop.all(dim=1).sum())
+        layer["dropped_cols"] = int(drop.all(dim=0).sum())
+        return layer
+
+
+def _signature_text(sig: dict[str, Any]) -> str:
+    """One line for tables: ``strip_v: 32x22 -5 cols, 16x11 -2 cols; per sample; eval none``."""
+    parts = []
+    for layer in sig["layers"]:
+        h, w = layer["size"]
+        if "parts" in layer:
+            what = f"{layer['parts']} parts"
+        elif layer["dropped_pixels"] == 0:
+            what = "unmasked"
+        elif layer["dropped_cols"] and layer["dropped_pixels"] == layer["dropped_cols"] * h:
+            what = f"-{layer['dropped_cols']} cols"
+        elif layer["dropped_rows"] and layer["dropped_pixels"] == layer["dropped_rows"] * w:
+            what = f"-{layer['dropped_rows']} rows"
+        else:
+            what = f"-{layer['dropped_pixels']} px"
+        parts.append(f"{h}x{w} {what}")
+    if not parts:
+        return "no masked layer"
+    text = f"{sig['strategy']}: {', '.join(parts)}"
+    if sig["per_sample"] is not None:
+        text += "; per sample" if sig["per_sample"] else "; per batch"
+    return f"{text}; eval {sig['eval']}"

@@ -1,0 +1,94 @@
+"""The ablation report's statistics against a hand computation, on per-run CSV rows written here:
+per-arm mean +- SE, paired differences with a t-based 95% interval, the words for "within
+noise", merged duplicate arms, the noise floor, and one-line errors for bad input."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import pytest
+
+from gaitgl_lightning.analysis.ablation import build_tables, read_csv_rows, t_critical
+from gaitgl_lightning.analysis.report import main, report, verdicts
+
+HEADER = "table,arm,seed,steps,NM,BG,CL,mean,run,masks,setting\n"
+# mean rank-1 per seed: ref 80 / 82 / 84; near: differences 1, 2, 0.5; far: 2.5, 3.5, 2.5.
+ROWS = {
+    "ref": [(90, 80, 70, 80), (92, 82, 72, 82), (94, 84, 74, 84)],
+    "near": [(91, 81, 71, 81), (93, 84, 75, 84), (94, 85, 74.5, 84.5)],
+    "far": [(90, 80, 77.5, 82.5), (92, 82, 82.5, 85.5), (94, 84, 81.5, 86.5)],
+}
+
+
+def _write(folder: Path, rows: dict = ROWS, settings: dict | None = None) -> Path:
+    folder.mkdir(parents=True, exist_ok=True)
+    lines = [HEADER]
+    for seed in range(3):
+        for arm, values in rows.items():
+            nm, bg, cl, mean = values[seed]
+            setting = (settings or {}).get(arm, arm)
+            lines.append(
+                f"demo,{arm},{seed},100,{nm},{bg},{cl},{mean},{arm}/seed{seed},,{setting}\n"
+            )
+    (folder / "demo.csv").write_text("".join(lines))
+    return folder
+
+
+def _hand_ci(diffs: list[float]) -> tuple[float, float, float]:
+    n = len(diffs)
+    mean = sum(diffs) / n
+    sd = math.sqrt(sum((d - mean) ** 2 for d in diffs) / (n - 1))
+    half = 4.303 * sd / math.sqrt(n)  # t(0.975, 2) from a printed table
+    return mean, mean - half, mean + half
+
+
+def test_paired_intervals_match_a_hand_computation(tmp_path: Path) -> None:
+    (table,) = build_tables(read_csv_rows(_write(tmp_path)), reference="ref")
+    assert t_critical(2) == pytest.approx(4.303, abs=1e-3)
+    assert t_critical(4) == pytest.approx(2.776, abs=1e-3)
+    ref = table.ref
+    for arm, diffs in (("near", [1.0, 2.0, 0.5]), ("far", [2.5, 3.5, 2.5])):
+        got = table.arm(arm).paired(ref, "mean")
+        mean, low, high = _hand_ci(diffs)
+        assert (got.mean, got.low, got.high) == pytest.approx((mean, low, high), abs=2e-3)
+    near = table.arm("near").spread("mean")
+    assert near.mean == pytest.approx(249.5 / 3)
+    assert near.se == pytest.approx(
+        math.sqrt(sum((v - 249.5 / 3) ** 2 for v in (81, 84, 84.5)) / 2) / math.sqrt(3)
+    )
+    # By condition: near's NM differences are 1, 1, 0 -> interval [-0.77, 2.10].
+    nm = table.arm("near").paired(ref, "NM")
+    assert (nm.low, nm.high) == pytest.approx(_hand_ci([1.0, 1.0, 0.0])[1:], abs=2e-3)
+
+
+def test_the_report_says_which_differences_are_within_noise(tmp_path: Path) -> None:
+    (table,) = report(_write(tmp_path / "results"), reference="ref", show=False)
+    near, far = verdicts(table)
+    assert near.startswith("near - ref: +1.17 [-0.73, +3.06]") and "within noise" in near
+    assert "the 95% CI contains 0" in near
+    assert far.startswith("far - ref: +2.83 [+1.40, +4.27]")
+    assert "above ref beyond noise (the 95% CI excludes 0)" in far
+    assert "CL higher" in far and "NM within noise" in far  # far differs in CL alone
+    md = (tmp_path / "results" / "report" / "demo.md").read_text()
+    assert "| near | 3 | 92.67 ± 0.88 |" in md
+    assert "seed-to-seed sd of mean rank-1: ref 2.00" in md
+    assert (tmp_path / "results" / "report" / "demo.png").stat().st_size > 0
+    summary = (tmp_path / "results" / "report" / "demo-summary.csv").read_text().splitlines()
+    assert summary[0].startswith("table,arm,same_as,n,reference,NM,NM_se,NM_diff,NM_ci_low")
+    assert summary[2].startswith("demo,near,,3,ref,")
+
+
+def test_arms_with_one_setting_are_one_point(tmp_path: Path) -> None:
+    folder = _write(tmp_path, settings={"near": "same", "far": "same"})
+    (table,) = build_tables(read_csv_rows(folder), reference="ref")
+    assert [a.label for a in table.arms] == ["ref", "near = far"]
+
+
+def test_bad_input_is_one_line(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    (tmp_path / "other.csv").write_text("a,b\n1,2\n")
+    assert main([str(tmp_path)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("error: ") and "other.csv" in err and "\n" not in err
+    assert main([str(_write(tmp_path / "ok")), "--ref", "nope", "--no-plot"]) == 2
+    assert "no arm 'nope'" in capsys.readouterr().err
