@@ -107,7 +107,8 @@ def test_make_notebooks_finds_the_newest_runs(
     code = main(["--outputs", str(analysis_runs.root / "outputs"), "--out", str(tmp_path)])
     assert code == 0, capsys.readouterr().err
     for name in NOTEBOOKS:
-        assert (tmp_path / f"{name}.ipynb").is_file()
+        assert (tmp_path / f"{name}.ipynb").is_file() == (name != "ablation")
+    assert "skip ablation: nothing for it" in capsys.readouterr().out  # no outputs/ablation
     for name in ("training_curves", "eval_curves", "sweep_rank1", "embeddings_tsne"):
         assert_png_not_blank(tmp_path / "figures" / f"{name}.png")
     assert main(["--outputs", str(tmp_path / "none")]) == 2
@@ -125,3 +126,30 @@ def test_only_multiruns_inspects_the_newest_sweeps_last_job(
     assert params["compare_sweep"]["SWEEP_DIRS"] == [outputs / "train" / "multiruns" / "m"]
     with pytest.raises(FileNotFoundError, match="no runs"):
         default_parameters(tmp_path / "empty", None, [], tmp_path / "out")
+
+
+@pytest.mark.slow  # a notebook kernel
+def test_ablation_notebook_on_committed_csvs(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    results = tmp_path / "results"
+    results.mkdir()
+    rows = ["table,arm,seed,steps,NM,BG,CL,mean,run,masks,setting"]
+    for seed, (ref, arm) in enumerate(((80, 81), (82, 84), (84, 84.5))):
+        rows += [
+            f"table5,glcl_nomask,{seed},300,90,80,70,{ref},,,",
+            f"table5,strip_v,{seed},300,90,80,70,{arm},,,",
+        ]
+    (results / "table5.csv").write_text("\n".join(rows) + "\n")
+    out = tmp_path / "out"
+    args = ["--outputs", str(tmp_path / "none"), "--ablation", str(results), "--out", str(out)]
+    assert main([*args, "--only", "ablation"]) == 0, capsys.readouterr().err
+    nb = nbformat.read(out / "ablation.ipynb", as_version=4)
+    text = _text(nb)
+    assert "table5: 1 table(s)" not in text and "1 table(s): table5" in text
+    assert "strip_v - glcl_nomask: +1.17 [-0.73, +3.06]" in "\n".join(
+        "".join(o.get("data", {}).get("text/markdown", ""))
+        for c in nb.cells
+        for o in c.get("outputs", [])
+    )
+    assert_png_not_blank(out / "figures" / "table5.png")

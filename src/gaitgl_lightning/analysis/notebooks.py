@@ -9,6 +9,7 @@ part is still written, so that the error can be read in context.
     python -m gaitgl_lightning.analysis.notebooks --outputs outputs
     python -m gaitgl_lightning.analysis.notebooks --run outputs/train/runs/<time> \\
         --sweep outputs/train/multiruns/<time> --out reports/
+    python -m gaitgl_lightning.analysis.notebooks --only ablation --ablation docs/results
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ from typing import Any
 
 from gaitgl_lightning.fileio import atomic_write_text
 
-NOTEBOOKS = ("inspect_run", "compare_sweep", "embeddings")
+NOTEBOOKS = ("inspect_run", "compare_sweep", "embeddings", "ablation")
 
 
 class NotebookFailed(RuntimeError):
@@ -102,15 +103,22 @@ def _plain(value: Any) -> Any:
 
 
 def default_parameters(
-    outputs: Path, run: Path | None, sweeps: Sequence[Path], out_dir: Path
+    outputs: Path,
+    run: Path | None,
+    sweeps: Sequence[Path],
+    out_dir: Path,
+    ablation: Path | None = None,
 ) -> dict[str, dict[str, Any]]:
-    """The parameters of each notebook: the given run and sweeps, else the newest under
-    ``outputs`` (with only multiruns there, the run is the newest sweep's last job). A notebook
-    with nothing to show (no sweep yet) is left out."""
+    """The parameters of each notebook: the given run, sweeps and ablation dir, else the newest
+    under ``outputs`` (with only multiruns there, the run is the newest sweep's last job; the
+    ablations are ``outputs/ablation``). A notebook with nothing to show is left out."""
     from gaitgl_lightning.analysis.runs import find_runs, latest_run
 
     params: dict[str, dict[str, Any]] = {}
     fig_dir = out_dir / "figures"
+    ablation = ablation or (outputs / "ablation" if (outputs / "ablation").is_dir() else None)
+    if ablation is not None:
+        params["ablation"] = {"SWEEP_DIR": ablation, "FIG_DIR": fig_dir}
     if not sweeps:
         try:
             sweeps = [latest_run(outputs, "multiruns")]
@@ -121,6 +129,8 @@ def default_parameters(
             run = latest_run(outputs, "runs")
         except FileNotFoundError:
             if not sweeps:
+                if params:
+                    return params  # only ablations to look at
                 raise
             run = find_runs(sweeps[-1])[-1].path
     params["inspect_run"] = {"RUN_DIR": run, "FIG_DIR": fig_dir}
@@ -138,20 +148,22 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--outputs", type=Path, default=Path("outputs"), help="runs root")
     parser.add_argument("--run", type=Path, help="one run dir (default: the newest)")
     parser.add_argument("--sweep", type=Path, action="append", default=[], help="multirun dir")
+    parser.add_argument("--ablation", type=Path, help="an ablation sweep dir or CSV folder")
     parser.add_argument("--out", type=Path, help="where to write (default: <outputs>/notebooks)")
     parser.add_argument("--notebooks", type=Path, default=None, help="the notebooks' folder")
     parser.add_argument("--only", nargs="*", choices=NOTEBOOKS, help="run only these")
     args = parser.parse_args(argv)
     out_dir = args.out or args.outputs / "notebooks"
     try:
-        params = default_parameters(args.outputs, args.run, args.sweep, out_dir)
+        params = default_parameters(args.outputs, args.run, args.sweep, out_dir, args.ablation)
     except FileNotFoundError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
     source = args.notebooks or default_notebook_dir()
     for name in args.only or NOTEBOOKS:
         if name not in params:
-            print(f"skip {name}: no multirun folder under {args.outputs} (give --sweep)")
+            what = "--ablation" if name == "ablation" else "--sweep"
+            print(f"skip {name}: nothing for it under {args.outputs} (give {what})")
             continue
         start = time.perf_counter()
         try:
