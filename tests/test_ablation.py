@@ -142,6 +142,23 @@ def test_a_job_dir_of_another_config_is_an_error_not_overwritten(
     assert (job / "metrics.json").read_bytes() == before
 
 
+def test_eval_mode_evaluates_the_same_checkpoints(
+    sweep: Sweep, data_dir: Path, count_jobs: list[str]
+) -> None:
+    _ablation(sweep.root, data_dir, "+ablation=eval_mode")
+    assert not count_jobs  # nothing trained
+    folder = sweep.root / "outputs" / "ablation" / "eval_mode"
+    for seed in SEEDS:
+        none = _metrics(folder / "none" / f"seed{seed}")
+        assert none["checkpoint"] == str(sweep.jobs["strip_v", seed] / "checkpoints" / "last.ckpt")
+        # The unmasked test-time branch is what training evaluated: the same numbers.
+        assert none["eval"]["summary"] == sweep.first["strip_v", seed]["final"]["summary"]
+        mean = _metrics(folder / "mean" / f"seed{seed}")
+        assert mean["masks"]["eval"] == "mean of 4 pairs" and mean["steps"] == 2
+    (tab,) = report(folder, draw=False, show=False)
+    assert tab.reference == "none" and [a.name for a in tab.arms] == ["none", "mean"]
+
+
 def test_rerun_runs_only_the_missing_jobs(
     sweep: Sweep, data_dir: Path, count_jobs: list[str]
 ) -> None:
@@ -173,3 +190,19 @@ def test_ratios_that_drop_the_same_columns_are_one_arm(
     assert [a.label for a in tab.arms] == ["strip_v_d0.25 = strip_v_d0.3"]  # one point
     md = (sweep / "report" / "fig4.md").read_text()
     assert "strip_v_d0.3 run exactly what strip_v_d0.25 runs" in md
+
+
+@pytest.mark.slow  # a W&B run
+def test_wandb_runs_are_grouped_by_arm(
+    tmp_path: Path, data_dir: Path, count_jobs: list[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from gaitgl_lightning.analysis.wandb_offline import load_wandb_run
+
+    monkeypatch.setenv("WANDB_MODE", "offline")
+    _ablation(tmp_path, data_dir, *SWEEP_ARGS, "seed=0", "logger=csv_wandb")
+    for arm in ARMS:
+        (folder,) = (tmp_path / "outputs/ablation/table5" / arm / "seed0" / "wandb").glob(
+            "offline-run-*"
+        )
+        wandb_run = load_wandb_run(folder)
+        assert (wandb_run.group, wandb_run.name) == (f"table5/{arm}", f"table5-{arm}-seed0")
