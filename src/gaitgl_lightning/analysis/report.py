@@ -331,7 +331,7 @@ def report(
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="python -m gaitgl_lightning.analysis.report",
-        description="Per-arm mean ± SE and paired differences with 95%% CIs of an ablation.",
+        description="Per-arm mean ± SE and paired differences with 95 % CIs of an ablation.",
     )
     parser.add_argument("path", type=Path, help="a sweep dir, or a folder of per-run CSVs")
     parser.add_argument("--ref", help="the reference arm (default: the ablation's own)")
