@@ -147,3 +147,27 @@ def test_grew_under_two_process_ddp(tmp_path: Path) -> None:
     assert subs == ["grew-step000003.csv", "grew-step000006.csv"]
     _check_submission(run / "submissions" / subs[-1], set(tree.probe_truth), set(tree.test_ids))
     assert json.loads((run / "metrics.json").read_text())["final"]["labels_hidden"]
+
+
+def test_a_gallery_of_fewer_than_20_sequences_gets_the_ranks_that_exist(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    # A subset of GREW: 5 test subjects, 2 gallery sequences each: 10 gallery rows.
+    tree = grew(tmp_path / "data", train=6, test=5, height=16)
+    cfg = compose_config(
+        [
+            "+experiment=grew_sgd",
+            f"dataset.source={tree.root}",
+            *tiny_run(tmp_path / "store", num_classes=6),
+        ],
+        tmp_path,
+    )
+    with caplog.at_level("WARNING", logger="gaitgl_lightning.evaluation.submission"):
+        train(cfg)  # before: ValueError from write_grew_submission at the first evaluation
+    path = tmp_path / "run" / "submissions" / "grew-step000006.csv"
+    with path.open(newline="") as f:
+        rows = list(csv.reader(f))
+    assert rows[0] == ["videoId", *(f"rank{k}" for k in range(1, 11))]
+    assert {r[0] for r in rows[1:]} == set(tree.probe_truth)
+    assert all(len(r) == 11 for r in rows[1:])
+    assert "only 10 sequences" in caplog.text and "GREW's server needs 20" in caplog.text

@@ -3,10 +3,15 @@
 GREW scores a CSV uploaded to its server: header ``videoId,rank1,...,rank20``; one row per test
 probe: the probe's video id (its ``<seq>`` folder name) followed by the subject ids of its 20
 nearest gallery sequences, nearest first, written as integers.
+
+A gallery of fewer than 20 sequences (a subset of GREW) still gets its file, with the ranks that
+exist (``rank1..rank<n>``) and a warning that the benchmark's server will not take it: the run
+that evaluated it is kept rather than ended at its first evaluation.
 """
 
 from __future__ import annotations
 
+import logging
 import os
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -19,6 +24,8 @@ from gaitgl_lightning.evaluation.distance import DEFAULT_CHUNK_SIZE
 from gaitgl_lightning.evaluation.results import EvalResult
 from gaitgl_lightning.evaluation.retrieval import GREW_GALLERY, GREW_TOP, grew
 from gaitgl_lightning.fileio import atomic_write_text
+
+log = logging.getLogger(__name__)
 
 PROBE_ID_COLUMNS = ("subjects", "types", "views")
 
@@ -106,15 +113,20 @@ def write_grew_submission(
             gallery_types=gallery_types,
             probe_types=probe_types,
         )
-    if top.shape[1] < GREW_TOP:
-        raise ValueError(
-            f"write_grew_submission: only {top.shape[1]} gallery ids per probe, the benchmark "
-            f"needs {GREW_TOP} (is the gallery smaller than {GREW_TOP}?)"
+    ranks = min(int(top.shape[1]), GREW_TOP)
+    if ranks < GREW_TOP:
+        log.warning(
+            "%s: the gallery has only %d sequences, so the file ranks %d gallery ids per probe; "
+            "GREW's server needs %d: evaluate on the full GREW test set to submit",
+            path,
+            ranks,
+            ranks,
+            GREW_TOP,
         )
     video_ids = getattr(meta, probe_id_column)[pidx]
-    header = "videoId," + ",".join(f"rank{k}" for k in range(1, GREW_TOP + 1))
+    header = "videoId," + ",".join(f"rank{k}" for k in range(1, ranks + 1))
     lines = [header]
-    for vid, row in zip(video_ids, top[:, :GREW_TOP], strict=True):
+    for vid, row in zip(video_ids, top[:, :ranks], strict=True):
         lines.append(",".join([str(vid), *(_format_id(s) for s in row)]))
     out = Path(path)
     atomic_write_text(out, "\n".join(lines) + "\n")
