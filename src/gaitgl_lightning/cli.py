@@ -97,11 +97,13 @@ def guard_multirun_ddp(cfg: DictConfig) -> None:
 
 
 class UserExit(SystemExit):
-    """Ends the command with the one-line message of an error the user can fix (exit 1)."""
+    """Ends the command with the one-line message of an error the user can fix (exit 1);
+    ``quiet``: another DDP rank prints it (``errors.reported_elsewhere``)."""
 
-    def __init__(self, line: str) -> None:
+    def __init__(self, line: str, quiet: bool = False) -> None:
         super().__init__(1)
         self.line = line
+        self.quiet = quiet
 
 
 def _multirun() -> bool:
@@ -125,7 +127,7 @@ def _main(cfg: DictConfig) -> Any:
         line = None if full_trace_requested() or _multirun() else user_error_line(err)
         if line is None:
             raise
-        raise UserExit(line) from None
+        raise UserExit(line, quiet=errors.reported_elsewhere(err)) from None
     if isinstance(result, dict):
         final = result.get("final") or result.get("eval") or {}
         summary = final.get("summary") if isinstance(final, dict) else None
@@ -233,16 +235,22 @@ def main() -> None:
     try:
         _main()
     except UserExit as stop:
-        _exit_with(stop.line)
+        _exit_with(stop.line, stop.quiet)
     except Exception as err:
         line = user_error_line(err)
         if line is None:
             raise
-        _exit_with(line)
+        _exit_with(line, errors.reported_elsewhere(err))
 
 
-def _exit_with(line: str) -> None:
-    """Print the one line on stderr and exit with status 1."""
-    sys.stderr.write(f"error: {line}  [full trace: {FULL_ERROR_ENV}=1]\n")
-    sys.stderr.flush()
+def error_line(line: str) -> str:
+    """The form of the one line (also printed by a rank that a failure left stuck)."""
+    return f"error: {line}  [full trace: {FULL_ERROR_ENV}=1]"
+
+
+def _exit_with(line: str, quiet: bool = False) -> None:
+    """Print the one line on stderr (unless another rank prints it) and exit with status 1."""
+    if not quiet:
+        sys.stderr.write(error_line(line) + "\n")
+        sys.stderr.flush()
     raise SystemExit(1) from None

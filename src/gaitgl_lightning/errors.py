@@ -52,8 +52,23 @@ class TrainingError(GaitGLError, RuntimeError):
 
 
 class RankFailure(GaitGLError, RuntimeError):
-    """Another DDP rank failed: this rank stops too, with that rank's message."""
+    """Another DDP rank failed: this rank stops too, with that rank's message.
+
+    The failing rank prints the message; this one ends without printing it again."""
+
+    reported_elsewhere = True
 
 
 class PrepareIncomplete(DataError):
     """``dataset.strict=true``: prepare skipped items (the report file lists every one)."""
+
+
+def reported_elsewhere(err: BaseException) -> bool:
+    """True when another DDP rank prints this failure's line (the command line stays silent)."""
+    return bool(getattr(err, "reported_elsewhere", False))
+
+
+def mark_reported_elsewhere(err: BaseException) -> BaseException:
+    """Mark ``err`` as printed by another rank (several ranks failed with the same message)."""
+    err.reported_elsewhere = True  # type: ignore[attr-defined]
+    return err

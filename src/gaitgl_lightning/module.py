@@ -26,6 +26,7 @@ from gaitgl_lightning.errors import GaitGLError, RankFailure, TrainingError
 from gaitgl_lightning.evaluation import EvalResult, write_submission
 from gaitgl_lightning.evaluation.metric import GaitEvaluation
 from gaitgl_lightning.models import silhouettes_to_input
+from gaitgl_lightning.rank_failures import SHARING, announce, describe, shared
 
 log = logging.getLogger(__name__)
 
@@ -34,10 +35,8 @@ SchedulerFactory = Callable[[torch.optim.Optimizer], Any]
 
 
 def _describe(err: BaseException | None) -> str | None:
-    """What other ranks are told of a failure: a family error's message, else type and message."""
-    if err is None:
-        return None
-    return str(err) if isinstance(err, GaitGLError) else f"{type(err).__name__}: {err}"
+    """What other ranks are told of a failure (``rank_failures.describe``), None for none."""
+    return None if err is None else describe(err)
 
 
 class NonFiniteLossError(TrainingError, FloatingPointError):
@@ -267,7 +266,11 @@ class GaitGLModule(L.LightningModule):
     def _share_failure(self, failure: Exception | None, where: str) -> None:
         """A collective every rank enters: when any rank failed, every rank raises.
 
-        One boolean all-reduce when all is well; the messages are gathered only on failure."""
+        One boolean all-reduce when all is well; the messages are gathered only on failure.
+        A failing rank first writes its message where the other ranks' watchers read it
+        (``rank_failures``): a rank held in another collective (SyncBN) still ends."""
+        if failure is not None:
+            announce(describe(failure), SHARING)
         ok = self.trainer.strategy.reduce_boolean_decision(failure is None, all=True)
         if ok:
             return
@@ -286,13 +289,15 @@ class GaitGLModule(L.LightningModule):
         saved = self._save_after_failure()
         rank, message = failed[0]
         note = f"; saved {saved}: fix the cause and resume with ckpt_path=last" if saved else ""
+        # The line is printed once: by the lowest rank that failed with it.
+        printed_below = any(m == _describe(own) for r, m in failed if r < self.global_rank)
         if own is not None and not isinstance(own, GaitGLError):
-            log.error("rank %d failed %s%s", rank, where, note)
-            raise own  # a bug: keep its traceback
+            log.error("rank %d failed %s: %s%s", self.global_rank, where, describe(own), note)
+            raise shared(own, quiet=printed_below)  # a bug: keep its traceback
         if own is not None:
             own.args = (f"{own}{note}",)
-            raise own
-        raise RankFailure(f"rank {rank} failed {where}: {message}{note}")
+            raise shared(own, quiet=printed_below)
+        raise shared(RankFailure(f"rank {rank} failed {where}: {message}{note}"), quiet=True)
 
     def _save_after_failure(self) -> Path | None:
         """Write ``checkpoints/failed-step<N>.ckpt`` when training (every rank calls this)."""
