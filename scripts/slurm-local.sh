@@ -5,6 +5,7 @@
 #   scripts/slurm-local.sh up     [STATE_DIR]   install what is missing, write the config, start
 #   scripts/slurm-local.sh status [STATE_DIR]   say whether it runs (exit 0) or not (exit 1)
 #   scripts/slurm-local.sh down   [STATE_DIR]   cancel its jobs, stop the daemons
+#   scripts/slurm-local.sh ports  [STATE_DIR]   the slurmctld and slurmd ports it uses (or would)
 #
 # STATE_DIR (default: $SLURM_LOCAL_DIR, else ${TMPDIR:-/tmp}/gaitgl-slurm) holds the munge key,
 # slurm.conf, spool dirs and logs; nothing outside it is configured. Clients find the cluster
@@ -24,6 +25,37 @@ cpus="${SLURM_LOCAL_CPUS:-2}"
 cred_expire="${SLURM_LOCAL_CRED_EXPIRE:-10}"
 
 die() { echo "slurm-local: $*" >&2; exit 3; }
+
+# Ports: SLURM_LOCAL_CTLD_PORT / SLURM_LOCAL_D_PORT when given; else those this state dir's config
+# already names, or SLURM's 6817 / 6818, when nothing listens there; else free ones picked by the
+# kernel. So a second local cluster (another STATE_DIR) gets its own ports instead of failing on
+# the first one's.
+port_free() {
+    python3 - "$1" 2>/dev/null <<'PY'
+import socket, sys
+s = socket.socket()
+s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as the daemons bind
+s.bind(("0.0.0.0", int(sys.argv[1])))
+PY
+}
+any_free_port() {
+    python3 -c 'import socket; s = socket.socket(); s.bind(("0.0.0.0", 0)); print(s.getsockname()[1])'
+}
+choose_port() {  # given, key in slurm.conf, default, a port taken already
+    local given="$1" key="$2" default="$3" taken="$4" p
+    if [[ -n "$given" ]]; then echo "$given"; return 0; fi
+    for p in $( [[ -f "$conf" ]] && sed -n "s/^$key=//p" "$conf" ) "$default"; do
+        if [[ "$p" != "$taken" ]] && port_free "$p"; then echo "$p"; return 0; fi
+    done
+    while :; do
+        p="$(any_free_port)"
+        if [[ "$p" != "$taken" ]]; then echo "$p"; return 0; fi
+    done
+}
+choose_ports() {  # sets ctld_port, d_port
+    ctld_port="$(choose_port "${SLURM_LOCAL_CTLD_PORT:-}" SlurmctldPort 6817 "")"
+    d_port="$(choose_port "${SLURM_LOCAL_D_PORT:-}" SlurmdPort 6818 "$ctld_port")"
+}
 alive() { [[ -f "$1" ]] && kill -0 "$(cat "$1")" 2>/dev/null; }
 
 install_packages() {
@@ -54,6 +86,7 @@ write_config() {
     fi
     local mem_mb
     mem_mb=$(( $(awk '/MemTotal/ {print $2}' /proc/meminfo) / 1024 * 9 / 10 ))
+    choose_ports
     cat > "$conf.tmp" <<CONF
 # Written by scripts/slurm-local.sh: one node, this host, state under $state.
 ClusterName=gaitgl-local
@@ -69,8 +102,8 @@ SlurmctldPidFile=$state/slurmctld.pid
 SlurmdPidFile=$state/slurmd.pid
 SlurmctldLogFile=$state/log/slurmctld.log
 SlurmdLogFile=$state/log/slurmd.log
-SlurmctldPort=${SLURM_LOCAL_CTLD_PORT:-6817}
-SlurmdPort=${SLURM_LOCAL_D_PORT:-6818}
+SlurmctldPort=$ctld_port
+SlurmdPort=$d_port
 ProctrackType=proctrack/linuxproc
 TaskPlugin=task/none
 MpiDefault=none
@@ -164,9 +197,20 @@ status() {
     return $ok
 }
 
+ports() {
+    if alive "$state/slurmctld.pid" && [[ -f "$conf" ]]; then
+        ctld_port="$(sed -n 's/^SlurmctldPort=//p' "$conf")"
+        d_port="$(sed -n 's/^SlurmdPort=//p' "$conf")"
+    else
+        choose_ports
+    fi
+    echo "SlurmctldPort=$ctld_port SlurmdPort=$d_port"
+}
+
 case "$cmd" in
     up) up ;;
     down) down ;;
     status) status ;;
-    *) echo "usage: $0 up|down|status [STATE_DIR]" >&2; exit 2 ;;
+    ports) ports ;;
+    *) echo "usage: $0 up|down|status|ports [STATE_DIR]" >&2; exit 2 ;;
 esac

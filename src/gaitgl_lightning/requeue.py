@@ -10,6 +10,15 @@ sets a flag; at the end of the step (where Lightning's own step checkpoints are 
 agree on it, save one ``hpc_ckpt_<n>.ckpt`` (the file Lightning restores when the requeued job
 starts in the same run dir) and rank zero runs ``scontrol requeue``. SLURM then stops the job;
 its SIGTERM ends training at the next step.
+
+After training (the final evaluation, inside ``fit`` at the last step or after it) there is no
+step to end: a warning during the last evaluation inside ``fit`` is handled when ``fit`` ends
+(``hpc_ckpt_<n>.ckpt`` of the final weights, then the requeue); one during the evaluations after
+``fit`` requeues at once, since ``last.ckpt`` holds the final weights already. A requeued job
+(``SLURM_RESTART_COUNT`` > 0) given no ``ckpt_path`` resumes from the newest checkpoint of its
+run dir (:func:`requeued_checkpoint`), so it finishes the evaluation instead of training again;
+that is also what resumes a submitit sweep's job, which SLURM starts again with its original
+arguments after a preemption.
 """
 
 from __future__ import annotations
@@ -27,6 +36,8 @@ from typing import Any
 import lightning as L
 from lightning.fabric.plugins.environments import SLURMEnvironment
 from lightning.pytorch.callbacks import Callback
+
+from gaitgl_lightning.checkpointing import newest_checkpoint
 
 log = logging.getLogger(__name__)
 
@@ -62,6 +73,8 @@ class RequeueOnSignal(Callback):
         self._requested = False
         self._previous: Any = None
         self._active = False
+        self._after_training = False  # fit has ended: a warning requeues at once
+        self._rank_zero = True
 
     def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         # After Lightning registered its handlers (at the start of the run): this one replaces
@@ -74,11 +87,23 @@ class RequeueOnSignal(Callback):
         if threading.current_thread() is not threading.main_thread():
             return
         self._requested = False
-        self._previous = signal.signal(self.signum, self._on_signal)
-        self._active = True
+        self._after_training = False
+        self._rank_zero = trainer.is_global_zero
+        if not self._active:
+            # What the signal had before Lightning's handlers (restored by `release`).
+            self._previous = _lightning_originals(trainer).get(self.signum, signal.SIG_DFL)
+            signal.signal(self.signum, self._on_signal)
+            self._active = True
 
     def _on_signal(self, signum: int, frame: FrameType | None) -> None:
-        self._requested = True
+        if not self._after_training:
+            self._requested = True
+        elif self._rank_zero and not self._requested:
+            # The final weights are in last.ckpt: nothing to save, and the evaluation may well
+            # outlast the time limit, so requeue now; the job restarts from that checkpoint.
+            self._requested = True
+            log.info("preemption warning after training: requeueing now")
+            self._requeue()
 
     def on_train_batch_end(
         self,
@@ -88,9 +113,11 @@ class RequeueOnSignal(Callback):
         batch: Any,
         batch_idx: int,
     ) -> None:
-        if not self._active:
-            return
-        # Every rank takes part: a signal seen by any rank checkpoints all of them, at one step.
+        if self._active:
+            self._save_and_requeue_if_warned(trainer)
+
+    def _save_and_requeue_if_warned(self, trainer: L.Trainer) -> None:
+        """Every rank takes part: a signal seen by any rank checkpoints all of them, at one step."""
         if not trainer.strategy.reduce_boolean_decision(self._requested, all=False):
             return
         self._requested = False
@@ -121,6 +148,58 @@ class RequeueOnSignal(Callback):
             )
 
     def on_train_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        """A warning during the last evaluation inside ``fit`` (after the last step ended) is
+        acted on here; the handler stays for the evaluations after ``fit`` (:func:`release`)."""
+        if self._active:
+            self._save_and_requeue_if_warned(trainer)
+            self._requested = False
+            self._after_training = True
+            # Lightning puts its saved handlers back when fit ends: make this one of them, so
+            # that it stays through the evaluations after fit (Lightning then adds none).
+            _lightning_originals(trainer)[self.signum] = self._on_signal
+
+    def release(self) -> None:
+        """Give the signal back to its previous handler (the task has ended)."""
         if self._active:
             signal.signal(self.signum, self._previous)
             self._active = False
+            self._after_training = False
+
+
+def _lightning_originals(trainer: L.Trainer) -> dict[Any, Any]:
+    """The handlers Lightning's signal connector saved when the Trainer call started (it puts
+    them back when the call ends); an empty dict when this Lightning keeps none."""
+    connector = getattr(trainer, "_signal_connector", None)
+    saved = getattr(connector, "_original_handlers", None)
+    return saved if isinstance(saved, dict) else {}
+
+
+def release_signal_handlers(trainer: L.Trainer) -> None:
+    """End every :class:`RequeueOnSignal` of ``trainer`` (``train`` calls it when it ends)."""
+    for callback in trainer.callbacks:  # type: ignore[attr-defined]
+        if isinstance(callback, RequeueOnSignal):
+            callback.release()
+
+
+def requeued_checkpoint(run_dir: Path) -> str | None:
+    """The checkpoint a requeued SLURM job resumes from when no ``ckpt_path`` is given: the
+    newest of its run dir (``hpc_ckpt_*.ckpt`` and ``checkpoints/``); None for a first start.
+
+    Why: Lightning itself looks only for ``hpc_ckpt_*.ckpt``, which exists only when a warning
+    came during training; a job preempted without one (submitit's sweeps, whose own handler
+    requeues with the original arguments), or warned after training, would start over."""
+    try:
+        restarts = int(os.environ.get("SLURM_RESTART_COUNT", "0"))
+    except ValueError:
+        restarts = 0
+    if restarts < 1:
+        return None
+    found = list(run_dir.glob("hpc_ckpt_*.ckpt"))
+    newest = newest_checkpoint(run_dir / "checkpoints")
+    if newest is not None:
+        found.append(newest)
+    if not found:
+        return None
+    path = max(found, key=lambda p: p.stat().st_mtime_ns)
+    log.info("requeued SLURM job (restart %d): resuming from %s", restarts, path)
+    return str(path)

@@ -27,6 +27,7 @@ from gaitgl_lightning.datamodule import GaitDataModule
 from gaitgl_lightning.errors import CheckpointError, ConfigError, MissingCheckpointError
 from gaitgl_lightning.fileio import atomic_write_json, atomic_write_text
 from gaitgl_lightning.module import GaitGLModule
+from gaitgl_lightning.requeue import release_signal_handlers, requeued_checkpoint
 from gaitgl_lightning.sweepjobs import previous_result
 
 log = logging.getLogger(__name__)
@@ -135,7 +136,7 @@ def train(cfg: DictConfig) -> dict[str, Any]:
         trainer.fit(
             module,
             datamodule=datamodule,
-            ckpt_path=_resumable(_resolve_ckpt(cfg)),
+            ckpt_path=_resumable(_resolve_ckpt(cfg) or requeued_checkpoint(output_dir(cfg))),
             weights_only=True,
         )
         _save_last(trainer)
@@ -165,6 +166,7 @@ def train(cfg: DictConfig) -> dict[str, Any]:
         _write_metrics(cfg, metrics)
         return metrics
     finally:
+        release_signal_handlers(trainer)
         close_loggers()
 
 
