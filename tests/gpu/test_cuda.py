@@ -1,0 +1,116 @@
+"""What only a CUDA device can check (``pytest -m gpu``; ``make gpu-check`` runs them): every
+tensor the module and the metric create on the device, the bf16 autocast paths, padded-batch
+evaluation against one-at-a-time on the GPU, and the failure sharing on NCCL. Skipped without
+CUDA (NCCL sharing: without two GPUs)."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from helpers import TINY, compose_config
+
+from gaitgl_lightning.models import GaitGL, MaskStrategy
+from gaitgl_lightning.run import build_datamodule, build_module, build_trainer
+
+pytestmark = [
+    pytest.mark.gpu,
+    pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device"),
+]
+SIZE = (16, 12)
+STAGES = [
+    {"channels": 4, "local": "mask", "pool": "lta"},
+    {"channels": 6, "local": "mask", "pool": "sp"},
+    {"channels": 6, "layers": 2, "local": "mask", "last": "B"},
+]
+GPU_RUN = [
+    *TINY,
+    "trainer=gpu",
+    "trainer.max_steps=4",
+    "eval_every=4",
+    "eval_best=false",
+    "baseline_gei=false",
+    "logger=csv",
+]
+
+
+def test_every_tensor_of_module_and_metric_is_on_the_device(tmp_path: Path) -> None:
+    cfg = compose_config(GPU_RUN, tmp_path)
+    module, datamodule = build_module(cfg), build_datamodule(cfg)
+    trainer = build_trainer(cfg)
+    trainer.fit(module, datamodule=datamodule)
+    assert all(p.device.type == "cuda" for p in module.parameters())
+    assert all(b.device.type == "cuda" for b in module.buffers())
+    metric = module.eval_metric
+    assert metric is not None and metric.device.type == "cuda"
+    module.eval_metric.update(  # type: ignore[union-attr]
+        torch.zeros(2, 8, 4, device="cuda"), torch.arange(2, device="cuda")
+    )
+    assert all(t.device.type == "cuda" for t in metric.embeddings)  # type: ignore[attr-defined]
+    assert module.evaluated_at == 4 and module.last_result is not None
+
+
+@pytest.mark.parametrize("mask", ["strip_v", "pixel", "part_h"])
+def test_bf16_autocast_forward_and_backward_are_finite(mask: str) -> None:
+    torch.manual_seed(0)
+    net = GaitGL(5, STAGES, mask=MaskStrategy(mask, 0.3), input_size=SIZE).cuda().train()
+    x = torch.rand(4, 1, 10, *SIZE, device="cuda")
+    with torch.autocast("cuda", dtype=torch.bfloat16):
+        out = net(x)
+    loss = out.logits.float().logsumexp(1).mean() + out.embeddings.float().pow(2).mean()
+    loss.backward()
+    assert torch.isfinite(out.embeddings).all() and torch.isfinite(out.logits).all()
+    assert all(torch.isfinite(p.grad).all() for p in net.parameters() if p.grad is not None)
+
+
+def test_padded_batch_evaluation_equals_one_at_a_time_on_the_gpu() -> None:
+    torch.manual_seed(0)
+    net = GaitGL(5, STAGES, mask=MaskStrategy("strip_v", 0.3), input_size=SIZE).cuda()
+    with torch.no_grad():
+        net.train()(torch.rand(6, 1, 12, *SIZE, device="cuda") * 2)
+    net.eval()
+    lengths = [11, 7, 3, 5]
+    x = torch.rand(len(lengths), 1, max(lengths), *SIZE, device="cuda")
+    for i, n in enumerate(lengths):
+        x[i, :, n:] = 0
+    with torch.no_grad():
+        batch = net(x, torch.tensor(lengths, device="cuda"))
+        for i, n in enumerate(lengths):
+            one = net(x[i : i + 1, :, :n])
+            torch.testing.assert_close(batch.embeddings[i], one.embeddings[0], rtol=1e-4, atol=1e-4)
+
+
+@pytest.mark.skipif(torch.cuda.device_count() < 2, reason="NCCL sharing needs two GPUs")
+def test_a_failure_on_one_nccl_rank_ends_both(tmp_path: Path) -> None:
+    script = Path(__file__).parents[1] / "ddp_fault.py"
+    env = {
+        **os.environ,
+        "GAITGL_ROOT": str(tmp_path),
+        "WANDB_MODE": "offline",
+        "GAITGL_TEST_FAULT": "train_forward_rank1",
+    }
+    args = [
+        *TINY,
+        "eval_best=false",
+        "baseline_gei=false",
+        "trainer=ddp",
+        "trainer.devices=2",
+        "eval_every=4",
+        "trainer.max_steps=8",
+    ]
+    proc = subprocess.run(
+        [sys.executable, str(script), *args],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
+    output = proc.stdout + proc.stderr
+    assert proc.returncode != 0
+    assert "rank 1 failed in training step 2: RuntimeError: injected out of memory" in output
