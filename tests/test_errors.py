@@ -100,3 +100,19 @@ def test_a_spawned_rank_error_keeps_its_one_line() -> None:
 def test_ddp_spawn_ranks_fail_with_one_line(tmp_path: Path) -> None:
     args = [*TINY, "+trainer.strategy=ddp_spawn", "trainer.devices=2", "dataset.num_classes=99"]
     assert_one_line_error(run_cli(args, tmp_path), "set dataset.num_classes=")
+
+
+def test_a_spawned_rank_error_is_recognised_by_type_not_by_class_name() -> None:
+    from torch.multiprocessing.spawn import ProcessRaisedException
+
+    text = (
+        "\n\n-- Process 1 terminated with the following error:\nTraceback (most recent call "
+        'last):\n  File "x.py", line 1, in f\ngaitgl_lightning.errors.ConfigError: dataset.P=0: '
+        "give P >= 1\n"
+    )
+    assert user_error_line(ProcessRaisedException(text, 1, 42)) == "dataset.P=0: give P >= 1"
+
+    class ProcessRaisedException(Exception):  # noqa: N818 - same name, another type: a bug
+        pass
+
+    assert user_error_line(ProcessRaisedException(text)) is None

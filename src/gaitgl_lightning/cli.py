@@ -169,7 +169,7 @@ def user_error_line(err: BaseException) -> str | None:
     """
     if isinstance(err, GaitGLError):
         return _one_line(str(err))
-    if type(err).__name__ == "ProcessRaisedException":
+    if _raised_in_spawned_process(err):
         return _spawned_error_line(str(err))
     if isinstance(err, InstantiationException):
         cause = err.__cause__ or err.__context__
@@ -198,12 +198,21 @@ def user_error_line(err: BaseException) -> str | None:
     return None
 
 
+def _raised_in_spawned_process(err: BaseException) -> bool:
+    """True for torch's ``ProcessRaisedException`` (checked by type; torch is imported by then
+    whenever one was raised, so the CLI need not import it for this)."""
+    spawn = sys.modules.get("torch.multiprocessing.spawn")
+    kind = getattr(spawn, "ProcessRaisedException", None)
+    return isinstance(kind, type) and isinstance(err, kind)
+
+
 def _spawned_error_line(text: str) -> str | None:
     """The line for a rank's error under ``ddp_spawn``.
 
     A spawned process's exception reaches the parent only as the text of its traceback
-    (torch's ``ProcessRaisedException``), so the family class is recognised by name in the
-    exception line that ends the last traceback; a bug (any other class) keeps the traceback.
+    (torch's ``ProcessRaisedException``, recognised by type), so there the family class can only
+    be recognised by name, in the exception line that ends the last traceback (and resolved to
+    the class in ``errors``); a bug (any other class) keeps the traceback.
     """
     block = text.rsplit("Traceback (most recent call last):", 1)[-1].splitlines()
     rest = [line for line in block if line.strip()]
