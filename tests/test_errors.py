@@ -112,7 +112,7 @@ def test_a_spawned_rank_error_is_recognised_by_type_not_by_class_name() -> None:
     )
     assert user_error_line(ProcessRaisedException(text, 1, 42)) == "dataset.P=0: give P >= 1"
 
-    class ProcessRaisedException(Exception):  # noqa: N818 - same name, another type: a bug
+    class ProcessRaisedException(Exception):  # the same name, another type: a bug
         pass
 
     assert user_error_line(ProcessRaisedException(text)) is None
