@@ -110,11 +110,14 @@ class FailureWatch(Callback):
         self, trainer: L.Trainer, pl_module: L.LightningModule, exception: BaseException
     ) -> None:
         """A failure that was not shared: tell the other ranks, then leave them a moment to
-        read it before this rank (and the store it may host) goes away."""
-        if reported_elsewhere(exception) or getattr(exception, "gaitgl_shared", False):
-            return
-        if announce(describe(exception), ALONE):
+        read it before this rank (and the store it may host) goes away. Either way this rank
+        is on its way out by itself: its watcher stops (Lightning calls no ``teardown`` hook
+        of callbacks after an exception)."""
+        unshared = not (reported_elsewhere(exception) or getattr(exception, "gaitgl_shared", False))
+        if unshared and announce(describe(exception), ALONE):
             self._stop.wait(5 * self.poll_s)
+        self._stop.set()
+        self._thread = None
 
     # ----------------------------------------------------------------------------- thread
     def _watch(self, store: Any, rank: int) -> None:
