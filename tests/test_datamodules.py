@@ -52,7 +52,7 @@ def test_each_dataset_config_builds_its_own_module(name: str, tmp_path: Path) ->
 
 
 def test_each_module_holds_only_its_own_options() -> None:
-    assert _own_options(SyntheticDataModule) == {"size", "synthetic"}
+    assert _own_options(SyntheticDataModule) == {"size", "synthetic", "seed"}  # seed: data
     assert _own_options(CasiaBDataModule) == _own_options(OuMvlpDataModule)
     assert _own_options(CasiaBDataModule) == {"source", "layout", "strict"}
     assert _own_options(GrewDataModule) == {"source", "layout", "strict", "distractors", "val_ids"}
