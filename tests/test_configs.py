@@ -143,35 +143,40 @@ def test_every_model_config_instantiates(name: str) -> None:
     assert out.logits.shape == (2, 7, net.parts)
 
 
-def _leaves(node: DictConfig, prefix: str = "") -> Iterator[tuple[str, Any]]:
+def _leaves(node: dict[str, Any], prefix: str = "") -> Iterator[tuple[list[str], Any]]:
     for key, value in node.items():
-        if isinstance(value, DictConfig):
+        if isinstance(value, dict):
             yield from _leaves(value, f"{prefix}{key}.")
         else:  # a list is one value: Hydra replaces lists, it does not merge them
-            yield f"{prefix}{key}", value
+            yield f"{prefix}{key}".split("."), value
 
 
-def _plain(value: Any) -> Any:
-    return OmegaConf.to_container(OmegaConf.create({"v": value}))["v"]
+_MISSING = object()
 
 
 def repeated_values(group: str, name: str) -> list[str]:
-    """The keys of ``conf/<group>/<name>.yaml`` that restate their parent's value."""
+    """The keys of ``conf/<group>/<name>.yaml`` that restate their parent's value (compared
+    as written, interpolations unresolved)."""
     node = OmegaConf.load(config_dir() / group / f"{name}.yaml")
     assert isinstance(node, DictConfig)
     entries = node.pop("defaults", None) or []
     parents = [e for e in entries if isinstance(e, str) and e != "_self_"]
-    parent: Any = OmegaConf.create()
+    if not parents:
+        return []
+    merged: Any = OmegaConf.create()
     for entry in parents:
-        parent = OmegaConf.merge(parent, group_config(group, entry))
-    missing = object()
-    return [
-        f"{key}: {_plain(value)!r}"
-        for key, value in _leaves(node)
-        if parents
-        and (theirs := OmegaConf.select(parent, key, default=missing)) is not missing
-        and _plain(theirs) == _plain(value)
-    ]
+        merged = OmegaConf.merge(merged, group_config(group, entry))
+    parent = OmegaConf.to_container(merged, resolve=False)
+    own = OmegaConf.to_container(node, resolve=False)
+    assert isinstance(parent, dict) and isinstance(own, dict)
+    repeated = []
+    for path, value in _leaves(own):
+        theirs: Any = parent
+        for key in path:
+            theirs = theirs.get(key, _MISSING) if isinstance(theirs, dict) else _MISSING
+        if theirs is not _MISSING and theirs == value:
+            repeated.append(f"{'.'.join(path)}: {value!r}")
+    return repeated
 
 
 #: Every config that extends another option of its group (`defaults: [<parent>, _self_]`).

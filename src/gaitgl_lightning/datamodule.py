@@ -1,10 +1,14 @@
-"""``GaitDataModule``: from a packed store (built on first use) to P x K training batches and
-sharded evaluation batches.
+"""The data modules: from a packed store (built on first use) to P x K training batches and
+sharded evaluation batches, one class per dataset over a small base (as torchgeo does it).
 
-``prepare_data`` (one process per node) generates the synthetic set or converts ``source`` into
-the store; ``setup`` (every rank) opens the store, maps train identities to class ids, checks
-the configuration against it and builds the datasets. The train loader's batch sampler is
-rank-aware, so the Trainer must run with ``use_distributed_sampler=False``.
+``GaitDataModule`` (the base) holds what every dataset shares: ``prepare_data`` (one process
+per node) builds the store when it is missing, ``setup`` (every rank) opens it, maps train
+identities to class ids, checks the configuration against it and builds the datasets. A dataset
+class says how its store is built and what its evaluation set holds beyond the partition's test
+subjects: ``SyntheticDataModule`` renders the synthetic set; ``CasiaBDataModule``,
+``OuMvlpDataModule``, ``GrewDataModule`` (distractors, a held-out validation split) and
+``Gait3DDataModule`` (the partition's PROBE_SET) convert ``source``. The train loader's batch
+sampler is rank-aware, so the Trainer must run with ``use_distributed_sampler=False``.
 """
 
 from __future__ import annotations
@@ -14,7 +18,7 @@ import logging
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import lightning as L
 import numpy as np
@@ -25,7 +29,7 @@ from gaitgl_lightning.data.formats import load_partition
 from gaitgl_lightning.data.meta import SequenceMeta
 from gaitgl_lightning.data.prepare import generate_store, prepare_store, store_problem
 from gaitgl_lightning.data.samplers import EvalShardSampler, PKBatchSampler, check_pk
-from gaitgl_lightning.data.store import PackedStore, StoreDamaged
+from gaitgl_lightning.data.store import PackedStore, StoreDamaged, StoreError
 from gaitgl_lightning.data.synthetic import SyntheticGait
 from gaitgl_lightning.errors import ConfigError, MissingDataError
 
@@ -46,42 +50,28 @@ def store_lock(store_dir: Path) -> Iterator[None]:
 
 
 class GaitDataModule(L.LightningDataModule):
-    """Data of one gait dataset.
+    """What every gait dataset shares (a dataset is a subclass: see the module docstring).
 
     Args:
-        name: dataset name (``synthetic``, ``casia_b``, ``oumvlp``, ``grew``, ``gait3d``, ...).
         store: the packed store directory (built by ``prepare_data`` when missing).
         num_classes: number of training identities; checked against the partition.
         protocol: evaluation protocol, ``{"name": ..., **options}``.
         P, K: identities per batch and sequences per identity (the global batch).
         frames: frames per training clip; ``sample_type``: ``fixed_ordered`` / ``fixed_unordered``.
         height: aligned frame height (64 paper, 128 Gait3D, 32 the synthetic default).
-        source: a raw PNG tree or OpenGait pickle tree to convert when the store is missing.
-        layout: layout of ``source`` (``auto`` detects).
-        strict: refuse to finish the store when ``source`` holds damaged files or layout
-            mistakes (default: skip them; ``<store>/prepare-report.json`` lists every one).
         partition: a partition JSON path or a shipped name; None uses the store's own.
-        size, synthetic: synthetic preset (``tiny`` / ``default``) and generator overrides.
-        seed: the data seed: it fixes the rendered synthetic set (and so its store path);
-            unused by real datasets. Kept apart from the training seed so that a sweep over
-            training seeds runs on the same data (docs/data.md, "Data seed and training seed").
         sampling_seed: seed of the training stream (the order of the P x K batches): the
             training seed's part in the data (configs: ``${seed}``).
-        distractors: add the distractor sequences (subject ``distractor``, GREW's harder
-            setting) to the evaluation set; the ``grew`` protocol puts them in the gallery.
-        val_ids: hold this many training identities out of training as a labelled validation
-            split in the evaluation set (GREW: a rank-1 to watch while the test labels are
-            hidden; a deviation from the recipe). Their sequences, in name order, become
-            gallery ``01`` / ``02`` and probes ``03``, GREW's test naming.
 
     ``protocol`` is the one place the evaluation protocol comes from: the dataset config's
-    node, plus what the partition fixes (Gait3D's PROBE_SET). Giving both is an error, not a
-    silent choice.
+    node, plus what the partition fixes (Gait3D's PROBE_SET).
     """
+
+    #: The dataset's name (messages, the store's index, the shipped partition of that name).
+    dataset_name: ClassVar[str] = ""
 
     def __init__(
         self,
-        name: str,
         store: str,
         num_classes: int,
         protocol: Mapping[str, Any],
@@ -90,77 +80,50 @@ class GaitDataModule(L.LightningDataModule):
         frames: int = 30,
         sample_type: str = "fixed_ordered",
         height: int = 64,
-        source: str | None = None,
-        layout: str = "auto",
-        strict: bool = False,
         partition: str | None = None,
-        size: str = "default",
-        synthetic: Mapping[str, Any] | None = None,
         num_workers: int = 2,
         eval_batch_size: int = 8,
         eval_max_frames: int | None = None,
         prepare_workers: int = 2,
-        seed: int = 0,
         sampling_seed: int = 0,
-        distractors: bool = False,
-        val_ids: int = 0,
     ) -> None:
         super().__init__()
-        self.dataset_name, self.store_dir = str(name), Path(str(store))
+        self.store_dir = Path(str(store))
         self.num_classes = int(num_classes)
         self._protocol = dict(protocol)
         self.P, self.K = int(P), int(K)
         self.frames, self.sample_type, self.height = int(frames), str(sample_type), int(height)
-        self.source, self.layout, self.partition_file = source, str(layout), partition
-        self.strict = bool(strict)
-        self.size, self.synthetic = str(size), dict(synthetic or {})
+        self.partition_file = partition
         self.num_workers, self.prepare_workers = int(num_workers), int(prepare_workers)
         self.eval_batch_size, self.eval_max_frames = int(eval_batch_size), eval_max_frames
-        self.seed, self.sampling_seed = int(seed), int(sampling_seed)
-        self.distractors, self.val_ids = bool(distractors), int(val_ids)
+        self.sampling_seed = int(sampling_seed)
         self.store: PackedStore | None = None
         self.eval_meta: SequenceMeta  # set by setup()
 
     # ------------------------------------------------------------------------- preparation
     def prepare_data(self) -> None:
-        """Generate or convert the dataset into the store, once per node; jobs that share the
-        data dir (a sweep's SLURM jobs) take turns, and the later ones find the store done."""
+        """Build the store when it is missing, once per node; jobs that share the data dir (a
+        sweep's SLURM jobs) take turns, and the later ones find the store done."""
         with store_lock(self.store_dir):
-            self._prepare_store()
+            problem = store_problem(self.store_dir)
+            if problem is not None:
+                self.build_store(problem)
 
-    def _prepare_store(self) -> None:
-        problem = store_problem(self.store_dir)
-        if problem is None:
-            return
-        if self.dataset_name == "synthetic":
-            gen = SyntheticGait.preset(self.size, seed=self.seed, **self.synthetic)
-            log.info(
-                "generating the synthetic gait set (%s, %d sequences) into %s",
-                self.size,
-                len(gen),
-                self.store_dir,
-            )
-            generate_store(gen, self.store_dir, self.height, self.prepare_workers)
-            return
-        if not self.source and isinstance(problem, StoreDamaged):
-            raise problem  # names the file, the damage and how to repair it
-        if not self.source:
-            raise MissingDataError(
-                f"{self.store_dir}: no packed store for dataset {self.dataset_name!r}; give the raw data "
-                f"with dataset.source=<folder> (a PNG tree or OpenGait pickles), or point "
-                "dataset.store at a prepared store"
-            )
-        partition = load_partition(str(self.partition_file or self.dataset_name))
-        prepare_store(
-            str(self.source),
-            self.store_dir,
-            self.dataset_name,
-            partition,
-            self.layout,
-            self.height,
-            self.prepare_workers,
-            strict=self.strict,
-        )
+    def build_store(self, problem: StoreError) -> None:
+        """Build the missing (or unfinished, or damaged: ``problem``) store."""
+        raise NotImplementedError(f"{type(self).__name__} does not say how to build its store")
+
+    # ------------------------------------------------------------------------- dataset hooks
+    def eval_subjects(self, partition: Mapping[str, list[str]]) -> list[str]:
+        """The subjects of the evaluation set (before ``held_out``): the partition's test set."""
+        return list(partition["TEST_SET"])
+
+    def held_out(self, partition: Mapping[str, list[str]], present: set[str]) -> list[str]:
+        """Training identities kept out of training as a labelled validation split (none)."""
+        return []
+
+    def set_protocol(self, partition: Mapping[str, list[str]]) -> None:
+        """Add what the partition fixes to the evaluation protocol (nothing by default)."""
 
     # ------------------------------------------------------------------------- set-up
     def setup(self, stage: str | None = None) -> None:
@@ -181,8 +144,7 @@ class GaitDataModule(L.LightningDataModule):
         store = PackedStore(self.store_dir)
         partition = self._partition(store)
         present = {r.subject for r in store.records}
-        listed = list(partition["TEST_SET"]) + (["distractor"] if self.distractors else [])
-        test_ids = sorted(set(listed) & present)
+        test_ids = sorted(set(self.eval_subjects(partition)) & present)
         if not test_ids:
             raise ConfigError(
                 f"{self.store_dir}: none of the partition's {len(partition['TEST_SET'])} test "
@@ -197,43 +159,15 @@ class GaitDataModule(L.LightningDataModule):
         )
         eval_idx = store.select(test_ids)
         meta = store.meta(eval_idx)
-        held = self._held_out(partition, present)
+        held = self.held_out(partition, present)
         if held:
             val_idx = store.select(held)
             eval_idx = [*eval_idx, *val_idx]
             meta = _concat(meta, _as_validation(store.meta(val_idx)))
-        self._set_protocol(partition)
+        self.set_protocol(partition)
         self.eval_dataset = EvalSequences(store, eval_idx, self.eval_max_frames)
         self.eval_meta = meta
         self.store = store
-
-    def _held_out(self, partition: Mapping[str, list[str]], present: set[str]) -> list[str]:
-        """The identities of the opt-in validation split: the last ``val_ids`` train ids."""
-        if self.val_ids <= 0:
-            return []
-        train_ids = sorted(set(partition["TRAIN_SET"]) & present)
-        if self.val_ids >= len(train_ids):
-            raise ConfigError(
-                f"dataset.val_ids={self.val_ids} but the train partition has only "
-                f"{len(train_ids)} identities in {self.store_dir}"
-            )
-        return train_ids[-self.val_ids :]
-
-    def _set_protocol(self, partition: Mapping[str, list[str]]) -> None:
-        if "PROBE_SET" not in partition:
-            return
-        if "probe_set" in self._protocol:
-            raise ConfigError(
-                f"dataset.protocol.probe_set is set and the partition "
-                f"{self.partition_file or 'of the store'} has a PROBE_SET: the probes would "
-                "have two sources; drop dataset.protocol.probe_set (the partition's list is "
-                "the benchmark's)"
-            )
-        self._protocol["probe_set"] = list(partition["PROBE_SET"])
-        self._protocol["probe_set_name"] = (
-            f"PROBE_SET of {self.partition_file or 'the store partition'} "
-            f"({len(partition['PROBE_SET'])} entries)"
-        )
 
     def train_identities(self) -> tuple[list[str], set[str]]:
         """The training identities in the store, and those held out by ``val_ids``
@@ -242,7 +176,7 @@ class GaitDataModule(L.LightningDataModule):
         assert store is not None
         partition = self._partition(store)
         present = {r.subject for r in store.records}
-        held = set(self._held_out(partition, present))
+        held = set(self.held_out(partition, present))
         return sorted(set(partition["TRAIN_SET"]) & present - held), held
 
     def _setup_train(self) -> None:
@@ -345,6 +279,181 @@ class GaitDataModule(L.LightningDataModule):
                 state_dict.get("K"),
             )
         self.sampling_seed = int(state_dict.get("seed", self.sampling_seed))
+
+
+class SyntheticDataModule(GaitDataModule):
+    """The embedded synthetic gait set (``data.synthetic``), rendered into the store on first use.
+
+    Args:
+        size: the preset (``tiny`` / ``default`` / ...; ``SyntheticGait.preset``).
+        synthetic: generator options over the preset.
+        seed: the data seed: it fixes the rendered set (and so its store path). Kept apart from
+            the training seed (``sampling_seed``) so that a sweep over training seeds runs on
+            the same data (docs/data.md, "Data seed and training seed").
+    """
+
+    dataset_name = "synthetic"
+
+    def __init__(
+        self,
+        size: str = "default",
+        synthetic: Mapping[str, Any] | None = None,
+        seed: int = 0,
+        **base: Any,
+    ) -> None:
+        super().__init__(**base)
+        self.size, self.synthetic = str(size), dict(synthetic or {})
+        self.seed = int(seed)
+
+    def build_store(self, problem: StoreError) -> None:
+        gen = SyntheticGait.preset(self.size, seed=self.seed, **self.synthetic)
+        log.info(
+            "generating the synthetic gait set (%s, %d sequences) into %s",
+            self.size,
+            len(gen),
+            self.store_dir,
+        )
+        generate_store(gen, self.store_dir, self.height, self.prepare_workers)
+
+
+class SourceDataModule(GaitDataModule):
+    """A dataset as users hold it, converted from ``source`` into the store on first use.
+
+    Args:
+        source: a raw PNG tree or OpenGait pickle tree to convert when the store is missing.
+        layout: layout of ``source`` (``auto`` detects).
+        strict: refuse to finish the store when ``source`` holds damaged files or layout
+            mistakes (default: skip them; ``<store>/prepare-report.json`` lists every one).
+    """
+
+    def __init__(
+        self, source: str | None = None, layout: str = "auto", strict: bool = False, **base: Any
+    ) -> None:
+        super().__init__(**base)
+        self.source, self.layout, self.strict = source, str(layout), bool(strict)
+
+    def build_store(self, problem: StoreError) -> None:
+        if not self.source and isinstance(problem, StoreDamaged):
+            raise problem  # names the file, the damage and how to repair it
+        if not self.source:
+            raise MissingDataError(
+                f"{self.store_dir}: no packed store for dataset {self.dataset_name!r}; give the "
+                "raw data with dataset.source=<folder> (a PNG tree or OpenGait pickles), or point "
+                "dataset.store at a prepared store"
+            )
+        partition = load_partition(str(self.partition_file or self.dataset_name))
+        prepare_store(
+            str(self.source),
+            self.store_dir,
+            self.dataset_name,
+            partition,
+            self.layout,
+            self.height,
+            self.prepare_workers,
+            strict=self.strict,
+        )
+
+
+class CasiaBDataModule(SourceDataModule):
+    """CASIA-B (124 subjects, 11 views, NM / BG / CL)."""
+
+    dataset_name = "casia_b"
+
+
+class OuMvlpDataModule(SourceDataModule):
+    """OU-MVLP (10,307 subjects, 14 views, sequences 00 / 01)."""
+
+    dataset_name = "oumvlp"
+
+
+class GrewDataModule(SourceDataModule):
+    """GREW (in the wild; the test labels are hidden).
+
+    Args:
+        distractors: add the distractor sequences (subject ``distractor``, GREW's harder
+            setting) to the evaluation set; the ``grew`` protocol puts them in the gallery.
+        val_ids: hold this many training identities out of training as a labelled validation
+            split in the evaluation set (a rank-1 to watch while the test labels are hidden; a
+            deviation from the recipe). Their sequences, in name order, become gallery ``01`` /
+            ``02`` and probes ``03``, GREW's test naming.
+    """
+
+    dataset_name = "grew"
+
+    def __init__(self, distractors: bool = False, val_ids: int = 0, **base: Any) -> None:
+        super().__init__(**base)
+        self.distractors, self.val_ids = bool(distractors), int(val_ids)
+
+    def eval_subjects(self, partition: Mapping[str, list[str]]) -> list[str]:
+        return super().eval_subjects(partition) + (["distractor"] if self.distractors else [])
+
+    def held_out(self, partition: Mapping[str, list[str]], present: set[str]) -> list[str]:
+        """The identities of the opt-in validation split: the last ``val_ids`` train ids."""
+        if self.val_ids <= 0:
+            return []
+        train_ids = sorted(set(partition["TRAIN_SET"]) & present)
+        if self.val_ids >= len(train_ids):
+            raise ConfigError(
+                f"dataset.val_ids={self.val_ids} but the train partition has only "
+                f"{len(train_ids)} identities in {self.store_dir}"
+            )
+        return train_ids[-self.val_ids :]
+
+
+class Gait3DDataModule(SourceDataModule):
+    """Gait3D (4,000 subjects, in a supermarket): the official partition's PROBE_SET is the probe
+    list of every evaluation (the partition is its only source)."""
+
+    dataset_name = "gait3d"
+
+    def set_protocol(self, partition: Mapping[str, list[str]]) -> None:
+        if "PROBE_SET" not in partition:
+            return
+        if "probe_set" in self._protocol:
+            raise ConfigError(
+                f"dataset.protocol.probe_set is set and the partition "
+                f"{self.partition_file or 'of the store'} has a PROBE_SET: the probes would "
+                "have two sources; drop dataset.protocol.probe_set (the partition's list is "
+                "the benchmark's)"
+            )
+        self._protocol["probe_set"] = list(partition["PROBE_SET"])
+        self._protocol["probe_set_name"] = (
+            f"PROBE_SET of {self.partition_file or 'the store partition'} "
+            f"({len(partition['PROBE_SET'])} entries)"
+        )
+
+
+DATA_MODULES: dict[str, type[GaitDataModule]] = {
+    cls.dataset_name: cls
+    for cls in (
+        SyntheticDataModule,
+        CasiaBDataModule,
+        OuMvlpDataModule,
+        GrewDataModule,
+        Gait3DDataModule,
+    )
+}
+
+
+def data_module_from_config(config: Mapping[str, Any]) -> GaitDataModule:
+    """Instantiate a ``dataset`` config node, also one saved before there was one data module
+    per dataset (``_target_`` the base class, the dataset in ``name``): a checkpoint's config
+    from then still opens its data (the analysis helpers read old runs)."""
+    from hydra.utils import instantiate
+
+    node = dict(config)
+    if str(node.get("_target_", "")).endswith(".GaitDataModule") and "name" in node:
+        name = str(node.pop("name"))
+        if name not in DATA_MODULES:
+            raise ConfigError(
+                f"dataset {name!r} (a config from before one data module per dataset): no data "
+                f"module of that name ({sorted(DATA_MODULES)}); set its _target_ to its class"
+            )
+        cls = DATA_MODULES[name]
+        node["_target_"] = f"{cls.__module__}.{cls.__qualname__}"
+    module = instantiate(node, _recursive_=False)
+    assert isinstance(module, GaitDataModule)
+    return module
 
 
 def _say_partial(dataset: str, split: str, found: int, listed: int) -> None:

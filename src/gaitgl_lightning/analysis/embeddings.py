@@ -13,7 +13,6 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from hydra.utils import instantiate
 from torch.utils.data import DataLoader
 
 from gaitgl_lightning.analysis.runs import RunInfo
@@ -22,6 +21,7 @@ from gaitgl_lightning.checkpoint import load_network
 from gaitgl_lightning.data.datasets import EvalSequences, collate
 from gaitgl_lightning.data.meta import SequenceMeta
 from gaitgl_lightning.data.store import StoreError
+from gaitgl_lightning.datamodule import data_module_from_config
 from gaitgl_lightning.models import silhouettes_to_input
 
 
@@ -84,7 +84,7 @@ def checkpoint_embeddings(
     dataset_cfg = loaded.config.dataset
     if store is not None:
         dataset_cfg.store = str(store)
-    datamodule = instantiate(dataset_cfg, _recursive_=False)
+    datamodule = data_module_from_config(dataset_cfg)
     try:
         datamodule.setup("validate")
     except (FileNotFoundError, StoreError) as err:
