@@ -33,7 +33,8 @@ from omegaconf.errors import (
 )
 
 from gaitgl_lightning import config_dir, errors
-from gaitgl_lightning.errors import ConfigError, GaitGLError
+from gaitgl_lightning.errors import ConfigError, GaitGLError, Stopped
+from gaitgl_lightning.resume import resume_arguments
 
 log = logging.getLogger(__name__)
 
@@ -235,6 +236,10 @@ def main() -> None:
     """Entry point of ``python -m gaitgl_lightning`` and of the ``gaitgl`` script."""
     wandb_default_offline()
     os.environ.setdefault("WANDB_START_METHOD", "thread")
+    try:  # resume=<run dir>: the run's own overrides first (gaitgl_lightning.resume)
+        sys.argv[1:] = resume_arguments(sys.argv[1:])
+    except GaitGLError as err:
+        _exit_with(_one_line(str(err)))
     if full_trace_requested():
         _main()
         return
@@ -243,6 +248,9 @@ def main() -> None:
     os.environ[FULL_ERROR_ENV] = os.environ[_SHORT_ERRORS] = "1"
     try:
         _main()
+    except Stopped as stop:  # SIGTERM / SIGINT: exit 128 + signal, how to resume
+        sys.stderr.write(f"{stop.line}\n")
+        raise
     except UserExit as stop:
         _exit_with(stop.line, stop.quiet)
     except Exception as err:

@@ -72,3 +72,13 @@ def mark_reported_elsewhere(err: BaseException) -> BaseException:
     """Mark ``err`` as printed by another rank (several ranks failed with the same message)."""
     err.reported_elsewhere = True  # type: ignore[attr-defined]
     return err
+
+
+class Stopped(SystemExit):
+    """A run stopped by SIGTERM / SIGINT after saving its step (``stopping.StopOnSignal``): exit
+    status 128 + the signal; ``line`` says how to resume. Not a ``GaitGLError``: no ``error:``."""
+
+    def __init__(self, signum: int, line: str) -> None:
+        super().__init__(128 + int(signum))
+        self.signum = int(signum)
+        self.line = line

@@ -2,7 +2,9 @@
 
 Every writer of the package goes through here: bytes go to a temporary file in the target's
 directory, are flushed to disk, and renamed over the target. A reader, or a crash, sees the old
-file or the new one, never half of one. Every layer may import this module.
+file or the new one, never half of one. The file gets the mode a plain ``open`` would give it
+(``0666`` less the user's umask): ``mkstemp`` creates it ``0600``, which would hide a colleague's
+results or a shared data store from the group on a cluster. Every layer may import this module.
 """
 
 from __future__ import annotations
@@ -14,6 +16,24 @@ from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
+
+
+def _umask() -> int:
+    """The process's umask, read without changing it where the system says it (Linux)."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("Umask:"):
+                return int(line.split()[1], 8)
+    except (OSError, ValueError, IndexError):
+        pass
+    mask = os.umask(0o022)  # elsewhere: set and restore (the only portable way to read it)
+    os.umask(mask)
+    return mask
+
+
+def plain_mode(path: str | Path) -> None:
+    """Give ``path`` the mode a new file gets from ``open``: ``0666`` less the umask."""
+    os.chmod(path, 0o666 & ~_umask())
 
 
 @contextmanager
@@ -31,6 +51,7 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
         yield Path(tmp)
         with open(tmp, "rb") as fh:
             os.fsync(fh.fileno())
+        plain_mode(tmp)
         os.replace(tmp, target)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)

@@ -6,7 +6,9 @@ call them with a config from Hydra's compose API without going through ``@hydra.
 
 from __future__ import annotations
 
+import copy
 import logging
+import signal
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
@@ -14,21 +16,25 @@ from typing import Any
 import lightning as L
 import numpy as np
 import torch
+from hydra.core.hydra_config import HydraConfig
 from hydra.utils import instantiate
 from lightning.fabric.plugins.environments import SLURMEnvironment
 from lightning.pytorch.callbacks import ProgressBar
 from lightning.pytorch.utilities import rank_zero_only
-from omegaconf import DictConfig, OmegaConf
+from lightning.pytorch.utilities.exceptions import SIGTERMException
+from omegaconf import DictConfig, OmegaConf, open_dict
 
 from gaitgl_lightning import __version__
 from gaitgl_lightning.checkpointing import AtomicCheckpointIO, newest_checkpoint
 from gaitgl_lightning.console import print_run_summary, quiet_lightning
+from gaitgl_lightning.curves import continue_curves
 from gaitgl_lightning.datamodule import GaitDataModule
-from gaitgl_lightning.errors import CheckpointError, ConfigError, MissingCheckpointError
+from gaitgl_lightning.errors import CheckpointError, ConfigError, MissingCheckpointError, Stopped
 from gaitgl_lightning.fileio import atomic_write_json, atomic_write_text
 from gaitgl_lightning.module import GaitGLModule
 from gaitgl_lightning.requeue import release_signal_handlers, requeued_checkpoint
 from gaitgl_lightning.sweepjobs import previous_result
+from gaitgl_lightning.stopping import resume_hint
 
 log = logging.getLogger(__name__)
 
@@ -103,7 +109,8 @@ def close_loggers() -> None:
 
 def _resolve_ckpt(cfg: DictConfig) -> str | None:
     """``ckpt_path``: ``last`` means the newest checkpoint of this run dir's ``checkpoints/``
-    (a step checkpoint, ``last.ckpt``, or one saved when an evaluation failed)."""
+    (a step checkpoint, ``last.ckpt``, one saved when an evaluation failed or a signal stopped
+    the run); a run dir (or its ``checkpoints/``) means that run's newest checkpoint."""
     ckpt = cfg.get("ckpt_path")
     if ckpt in (None, ""):
         return None
@@ -112,12 +119,20 @@ def _resolve_ckpt(cfg: DictConfig) -> str | None:
         newest = newest_checkpoint(folder)
         if newest is None:
             raise MissingCheckpointError(
-                f"ckpt_path=last: no checkpoint in {folder}; pass the run dir again with "
-                "hydra.run.dir=<the run to resume> or give ckpt_path=<file>"
+                f"ckpt_path=last: no checkpoint in {folder}; resume a run with "
+                "resume=<its run dir>, or give ckpt_path=<file>"
             )
         log.info("ckpt_path=last: resuming from %s", newest)
         return str(newest)
-    if not Path(str(ckpt)).is_file():
+    path = Path(str(ckpt))
+    if path.is_dir():
+        folder = path / "checkpoints" if (path / "checkpoints").is_dir() else path
+        newest = newest_checkpoint(folder)
+        if newest is None:
+            raise MissingCheckpointError(f"ckpt_path={ckpt}: a folder with no *.ckpt under it")
+        log.info("ckpt_path=%s: the newest checkpoint there, %s", ckpt, newest)
+        return str(newest)
+    if not path.is_file():
         raise MissingCheckpointError(f"ckpt_path={ckpt}: no checkpoint file there")
     return str(ckpt)
 
@@ -126,19 +141,19 @@ def _resolve_ckpt(cfg: DictConfig) -> str | None:
 def train(cfg: DictConfig) -> dict[str, Any]:
     """Fit by iterations, then evaluate the final and (optionally) the best checkpoint."""
     L.seed_everything(int(cfg.seed), workers=True)
+    ckpt = _resolve_ckpt(cfg) or requeued_checkpoint(output_dir(cfg))
     datamodule = build_datamodule(cfg)
     module = build_module(cfg)
+    # Checked before anything is written: a checkpoint that does not fit stops with one line.
+    resumed_step = _resumable(ckpt, module)
     trainer = build_trainer(cfg)
+    if ckpt is not None:
+        continue_curves(trainer.loggers, output_dir(cfg), resumed_step)
     _log_setup(cfg, trainer)
     _save_resolved_config(cfg)
     try:
         _start_from(cfg, module)
-        trainer.fit(
-            module,
-            datamodule=datamodule,
-            ckpt_path=_resumable(_resolve_ckpt(cfg) or requeued_checkpoint(output_dir(cfg))),
-            weights_only=True,
-        )
+        trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt, weights_only=True)
         _save_last(trainer)
         metrics: dict[str, Any] = {"version": __version__, "steps": trainer.global_step}
         # The evaluation at the last step already scored these weights: reuse it rather than
@@ -165,6 +180,10 @@ def train(cfg: DictConfig) -> dict[str, Any]:
         _add_mask_signature(metrics, module)
         _write_metrics(cfg, metrics)
         return metrics
+    except SIGTERMException:
+        # Lightning's own stop, outside fit's steps (the final evaluations): exit 128 + 15.
+        line = f"stopped by SIGTERM after training; resume with: {resume_hint(output_dir(cfg))}"
+        raise Stopped(signal.SIGTERM, line) from None
     finally:
         release_signal_handlers(trainer)
         close_loggers()
@@ -248,7 +267,24 @@ def _gei_baseline(datamodule: Any, module: GaitGLModule) -> dict[str, Any]:
 
 @rank_zero_only
 def _save_resolved_config(cfg: DictConfig) -> None:
-    atomic_write_text(output_dir(cfg) / RESOLVED_CONFIG, OmegaConf.to_yaml(_as_dict(cfg)))
+    """``.hydra/resolved.yaml``; a resume keeps the run's and records itself beside it."""
+    if not cfg.get("resume"):
+        atomic_write_text(output_dir(cfg) / RESOLVED_CONFIG, OmegaConf.to_yaml(_as_dict(cfg)))
+        return
+    hydra_dir = output_dir(cfg) / ".hydra"
+    number = 1 + sum(1 for _ in hydra_dir.glob("resume-*"))
+    folder = hydra_dir / f"resume-{number}"
+    while folder.exists():
+        number += 1
+        folder = hydra_dir / f"resume-{number}"
+    try:
+        overrides = list(HydraConfig.get().overrides.task)
+    except ValueError:  # composed without @hydra.main
+        overrides = []
+    atomic_write_text(folder / "overrides.yaml", OmegaConf.to_yaml(OmegaConf.create(overrides)))
+    atomic_write_text(folder / "config.yaml", OmegaConf.to_yaml(cfg))
+    atomic_write_text(folder / "resolved.yaml", OmegaConf.to_yaml(_as_dict(cfg)))
+    log.info("resumed run: this resume's config and overrides are in %s", folder)
 
 
 @rank_zero_only
@@ -312,6 +348,7 @@ def evaluate_checkpoint(cfg: DictConfig) -> dict[str, Any]:
         raise ConfigError("task=eval needs ckpt_path=<file> (or ckpt_path=last with its run dir)")
     kind, state = read_checkpoint_any(ckpt)
     step = int(state.get("iteration" if kind == "opengait" else "global_step", 0))
+    _use_stored_model(cfg, ckpt, state if kind == "lightning" else {})
     datamodule = build_datamodule(cfg)
     module = build_module(cfg, num_classes=checkpoint_num_classes(kind, state))
     load_from: str | None = ckpt
@@ -335,28 +372,49 @@ def evaluate_checkpoint(cfg: DictConfig) -> dict[str, Any]:
         close_loggers()
 
 
-def _check_fits(module: GaitGLModule, ckpt: str, state: Mapping[str, Any]) -> None:
-    """Name a model config that does not fit a checkpoint of ours before Lightning tries it."""
+def _use_stored_model(cfg: DictConfig, ckpt: str, state: Mapping[str, Any]) -> None:
+    """Evaluate our checkpoint with the network it was trained with (its ``gaitgl.config``),
+    as ``task=extract`` does, rather than the model config composed now."""
+    stored = ((state.get("gaitgl") or {}).get("config") or {}).get("model")
+    if not isinstance(stored, dict) or stored == _as_dict(cfg.model):
+        return
+    log.info("%s: using the model config stored in the checkpoint (not the composed one)", ckpt)
+    with open_dict(cfg):
+        cfg.model = OmegaConf.create(stored)
+
+
+def _check_fits(
+    module: GaitGLModule, ckpt: str, state: Mapping[str, Any], resuming: bool = False
+) -> None:
+    """Name a model config that does not fit a checkpoint of ours before Lightning tries it
+    (loaded into a copy: the module's own weights stay as initialised)."""
     weights = {k[4:]: v for k, v in state["state_dict"].items() if k.startswith("net.")}
     try:
-        module.net.load_state_dict(weights)
+        copy.deepcopy(module.net).load_state_dict(weights)
     except RuntimeError as err:
         first = str(err).splitlines()
         detail = first[1].strip() if len(first) > 1 else first[0]
+        hint = (
+            "resume the run with its own model config (resume=<run dir> with no model overrides)"
+            if resuming
+            else "use the model config stored in the checkpoint (gaitgl.config)"
+        )
         raise CheckpointError(
-            f"{ckpt}: the checkpoint's network does not fit this model config ({detail}); give "
-            "the model config it was trained with (stored in the checkpoint as gaitgl.config)"
+            f"{ckpt}: the checkpoint's network does not fit this model config ({detail}); {hint}"
         ) from err
 
 
-def _resumable(ckpt: str | None) -> str | None:
-    """A checkpoint to resume from must be one of ours (read weights-only first, so that a bad
-    file is named before Lightning reads it)."""
+def _resumable(ckpt: str | None, module: GaitGLModule) -> int:
+    """The step of the checkpoint to resume from (0 for a fresh run). It must be one of ours
+    and fit the network (read weights-only first, so that a bad file is named before Lightning
+    reads it, and before the run writes anything)."""
     from gaitgl_lightning.checkpoint import read_checkpoint
 
-    if ckpt is not None:
-        read_checkpoint(ckpt)
-    return ckpt
+    if ckpt is None:
+        return 0
+    state = read_checkpoint(ckpt)
+    _check_fits(module, ckpt, state, resuming=True)
+    return int(state.get("global_step", 0))
 
 
 def _start_from(cfg: DictConfig, module: GaitGLModule) -> None:

@@ -8,6 +8,7 @@ row per step holding the last value logged at that step. W&B's own bookkeeping k
 
 from __future__ import annotations
 
+import itertools
 from pathlib import Path
 
 import pandas as pd
@@ -57,6 +58,22 @@ def read_wandb_history(path: str | Path) -> pd.DataFrame:
     return history
 
 
+def read_wandb_segments(runs: list[Path]) -> pd.DataFrame:
+    """The history of a run dir's W&B runs, oldest first, joined into one: a resumed run logs
+    into a new folder from its checkpoint's step, so each segment is cut where the next one
+    starts (the steps a killed run logged after its last checkpoint were logged again)."""
+    histories = [read_wandb_history(run) for run in runs]
+    parts = [
+        history[history.index < later.index.min()] if not later.empty else history
+        for history, later in itertools.pairwise(histories)
+    ]
+    joined = pd.concat([*parts, histories[-1]])
+    joined = joined.groupby(level=0, sort=True).last().dropna(axis=1, how="all")
+    joined.index.name = "step"
+    joined.attrs["source"] = ", ".join(str(run) for run in runs)
+    return joined
+
+
 def wandb_dirs(run_dir: str | Path) -> list[Path]:
     """The W&B run folders under a run dir (``wandb/offline-run-*`` or ``wandb/run-*``)."""
     return sorted(p for p in Path(run_dir).glob("wandb/*run-*") if p.is_dir())
@@ -81,7 +98,7 @@ def load_history(path: str | Path, prefer: str = "csv") -> pd.DataFrame:
     if has_csv and (prefer == "csv" or not runs):
         return read_csv_history(path)
     if runs:
-        return read_wandb_history(runs[-1])
+        return read_wandb_segments(runs)
     raise FileNotFoundError(
         f"{path}: no training log (neither {CSV_FILE} nor wandb/*run-*); was the run started "
         "with logger=none?"
