@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import fcntl
 import logging
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, ClassVar
@@ -34,6 +34,35 @@ from gaitgl_lightning.data.synthetic import SyntheticGait
 from gaitgl_lightning.errors import ConfigError, MissingDataError
 
 log = logging.getLogger(__name__)
+
+
+class StreamLoader(DataLoader[Any]):
+    """The train loader, resumable in Lightning's sense (``state_dict`` / ``load_state_dict``).
+
+    Why: the P x K stream is a function of (seed, step), so the step alone puts a resumed run
+    on the batches an uninterrupted one draws next. Its state is the sampler's seed and the
+    number of batches training has consumed (the trainer's global step: the sampler itself runs
+    ahead by what the loader prefetches); Lightning stores it in the checkpoint (``loops``) and
+    hands it back before the first batch of a resumed run. A loader without this interface is
+    one Lightning warns about on resume ("dataloader is not resumable").
+    """
+
+    def __init__(self, *args: Any, position: Callable[[], int] | None = None, **kwargs: Any):
+        super().__init__(*args, **kwargs)
+        self.position = position
+
+    def state_dict(self) -> dict[str, Any]:
+        sampler = self.batch_sampler
+        assert isinstance(sampler, PKBatchSampler)
+        state = sampler.state_dict()
+        if self.position is not None:
+            state["step"] = int(self.position())
+        return state
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        sampler = self.batch_sampler
+        assert isinstance(sampler, PKBatchSampler)
+        sampler.seed, sampler.step = int(state["seed"]), int(state["step"])
 
 
 @contextmanager
@@ -237,13 +266,15 @@ class GaitDataModule(L.LightningDataModule):
             world,
             start_step=step,
         )
-        return DataLoader(
+        trainer = self.trainer
+        return StreamLoader(
             self.train_dataset,
             batch_sampler=sampler,
             collate_fn=collate,
             num_workers=self.num_workers,
             persistent_workers=self.num_workers > 0,
             pin_memory=False,
+            position=(lambda: trainer.global_step) if trainer is not None else None,
         )
 
     def _eval_loader(self) -> DataLoader[Any]:

@@ -36,6 +36,17 @@ def resume_hint(run_dir: str | Path) -> str:
     return f"python -m gaitgl_lightning resume={run_dir}"
 
 
+def _log_this_step(trainer: L.Trainer) -> None:
+    """Log the step's training metrics now: Lightning logs them after this hook, which the stop
+    does not reach, so the curves would miss the step the resumed run starts after (its
+    ``logger_connector`` calls, in the order of ``training_epoch_loop.advance``)."""
+    connector = trainer._logger_connector
+    connector.on_batch_end()
+    connector.update_train_step_metrics()
+    for logger in trainer.loggers:
+        logger.save()
+
+
 class StopOnSignal(Callback):
     """On SIGTERM / SIGINT: checkpoint at the end of the current step, then stop (see module)."""
 
@@ -75,6 +86,7 @@ class StopOnSignal(Callback):
         signum = int(trainer.strategy.reduce(mine, reduce_op="max").item())
         if not signum:
             return
+        _log_this_step(trainer)
         folder = Path(getattr(trainer.checkpoint_callback, "dirpath", None) or ".")
         path = folder / f"interrupted-step{trainer.global_step:06d}.ckpt"
         trainer.save_checkpoint(path)
