@@ -113,7 +113,7 @@ def test_resume_spells_out_the_runs_own_overrides(tmp_path: Path) -> None:
 def test_resume_names_a_run_dir_that_is_not_one(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="no such run dir"):
         resume_arguments([f"resume={tmp_path / 'nope'}"])
-    with pytest.raises(ConfigError, match="no .hydra/overrides.yaml"):
+    with pytest.raises(ConfigError, match=r"no \.hydra/overrides\.yaml"):
         resume_arguments([f"resume={tmp_path}"])
     run = _run_dir_with(tmp_path, ["debug=tiny"])
     with pytest.raises(ConfigError, match="give one run dir"):
