@@ -121,7 +121,9 @@ def test_resume_names_a_run_dir_that_is_not_one(tmp_path: Path) -> None:
 
 
 # ----------------------------------------------------------------------------- in-process runs
-def test_sigterm_saves_the_step_and_a_resume_keeps_every_record(tmp_path: Path) -> None:
+def test_sigterm_saves_the_step_and_a_resume_keeps_every_record(
+    tmp_path: Path, recwarn: pytest.WarningsRecorder
+) -> None:
     common = [*TINY, *QUIET, "trainer.max_steps=8", "eval_every=4", "checkpoint_every=100"]
     stop = "+callbacks.signal_at={_target_: test_resume.SignalAt, step: 5}"
     # sent after this step's StopOnSignal hook (callback order): it stops at the next step
@@ -138,8 +140,10 @@ def test_sigterm_saves_the_step_and_a_resume_keeps_every_record(tmp_path: Path) 
     assert loader["step"] == 6
     assert _steps_of(_rows(run), "train/loss") == list(range(6))
 
+    recwarn.clear()
     metrics = train(compose_config([*common, "ckpt_path=last", f"resume={run}"], tmp_path))
     assert metrics["steps"] == 8
+    assert not [w for w in recwarn if "not resumable" in str(w.message)]
     rows = _rows(run)
     assert _steps_of(rows, "train/loss") == list(range(8))  # every step once
     assert len(_steps_of(rows, "val/rank1")) == len(set(_steps_of(rows, "val/rank1"))) == 2
