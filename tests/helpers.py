@@ -5,7 +5,8 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 
 from hydra import compose, initialize_config_dir
@@ -71,3 +72,22 @@ def assert_one_line_error(proc: subprocess.CompletedProcess[str], *names: str) -
     for name in names:
         assert name in errors[0], (name, errors[0])
     return errors[0]
+
+
+@contextmanager
+def umask(mask: int) -> Iterator[None]:
+    """Run the block under ``mask`` (files a run writes must follow the user's umask)."""
+    old = os.umask(mask)
+    try:
+        yield
+    finally:
+        os.umask(old)
+
+
+def assert_file_modes(root: Path, mask: int = 0o022) -> int:
+    """Every file under ``root`` has the mode ``open`` gives under ``mask``; returns the count."""
+    files = [p for p in root.rglob("*") if p.is_file() and not p.is_symlink()]
+    wrong = {str(p.relative_to(root)): oct(p.stat().st_mode & 0o777) for p in files}
+    wrong = {k: v for k, v in wrong.items() if v != oct(0o666 & ~mask)}
+    assert not wrong, wrong
+    return len(files)

@@ -9,10 +9,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 from as_shipped import CASIA_TYPES, casia_b
-from helpers import TINY, compose_config
+from helpers import TINY, assert_file_modes, compose_config, umask
 from synthetic_trees import write_png_tree
 
 from gaitgl_lightning.data.synthetic import SyntheticGait
+from gaitgl_lightning.errors import MissingDataError
 from gaitgl_lightning.run import extract, prepare, train
 
 
@@ -47,10 +48,20 @@ def test_prepare_converts_a_raw_casia_b_tree(tmp_path: Path) -> None:
         ],
         tmp_path,
     )
-    info = prepare(cfg)
+    with umask(0o022):
+        info = prepare(cfg)
     assert info["sequences"] == 5 * 7 * 2 and info["train_ids"] == 3
     assert info["eval_sequences"] == 2 * 7 * 2
     assert (tmp_path / "store" / "index.json").is_file()
+    assert assert_file_modes(tmp_path / "store") >= 2  # index.json included: group-readable
+
+
+def test_a_missing_source_names_the_setting(tmp_path: Path) -> None:
+    cfg = compose_config(
+        ["task=prepare", "dataset=casia_b", f"dataset.source={tmp_path / 'nope'}"], tmp_path
+    )
+    with pytest.raises(MissingDataError, match=r"^dataset\.source=.*nope: not a directory"):
+        prepare(cfg)
 
 
 def test_prepare_accepts_a_tree_of_the_test_subjects_alone(
@@ -75,7 +86,21 @@ def test_prepare_accepts_a_tree_of_the_test_subjects_alone(
     assert "serves task=eval" in caplog.text
 
 
-def test_extract_embeds_and_ranks_user_folders(tmp_path: Path) -> None:
+def test_extract_embeds_and_ranks_user_folders(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    with umask(0o022):  # every file of the run and of the extraction: 0644 (group-readable)
+        _train_and_extract(tmp_path)
+    assert assert_file_modes(tmp_path / "t" / "run") > 5
+    assert assert_file_modes(tmp_path / "x" / "run") == 1
+    # The ranking is printed: each input, its nearest gallery sequence (itself) and distance.
+    lines = [line for line in capsys.readouterr().out.splitlines() if ": 1. " in line]
+    assert len(lines) == 14
+    assert all(line.split(":")[0] in line.split(": 1. ")[1] for line in lines)
+    assert all(line.endswith("(0.0000)") for line in lines)
+
+
+def _train_and_extract(tmp_path: Path) -> None:
     train(compose_config([*TINY, "trainer.max_steps=4", "eval_every=4"], tmp_path / "t"))
     ckpt = tmp_path / "t" / "run" / "checkpoints" / "last.ckpt"
     raw, _ = _raw_tree(tmp_path)

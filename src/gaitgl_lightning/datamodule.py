@@ -372,6 +372,11 @@ class SourceDataModule(GaitDataModule):
                 "raw data with dataset.source=<folder> (a PNG tree or OpenGait pickles), or point "
                 "dataset.store at a prepared store"
             )
+        if not Path(str(self.source)).is_dir():
+            raise MissingDataError(
+                f"dataset.source={self.source}: not a directory; give the folder of the raw "
+                f"{self.dataset_name} data (a PNG tree or OpenGait pickles)"
+            )
         partition = load_partition(str(self.partition_file or self.dataset_name))
         prepare_store(
             str(self.source),

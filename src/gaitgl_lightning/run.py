@@ -287,11 +287,38 @@ def _save_resolved_config(cfg: DictConfig) -> None:
     log.info("resumed run: this resume's config and overrides are in %s", folder)
 
 
+#: What the numbers of ``metrics.json`` are: fractions, printed and plotted as percent.
+METRICS_UNITS = "rank-1, mAP and hit rates as fractions in [0, 1] (printed and plotted as %)"
+
+
 @rank_zero_only
 def _write_metrics(cfg: DictConfig, metrics: Mapping[str, Any]) -> None:
     path = output_dir(cfg) / "metrics.json"
-    atomic_write_json(path, metrics)
+    atomic_write_json(path, {**metrics, "units": METRICS_UNITS})
     print_run_summary(metrics, output_dir(cfg), path)
+    _to_log_file(metrics)
+
+
+def _to_log_file(metrics: Mapping[str, Any]) -> None:
+    """The results table into the run's log file (``cli.log``) too: the terminal's copy is
+    gone with the terminal. Only the file handlers get it (the terminal has it already)."""
+    import io
+
+    from rich.console import Console
+
+    from gaitgl_lightning.console import results_table
+
+    table = results_table(metrics)
+    files = [h for h in logging.getLogger().handlers if isinstance(h, logging.FileHandler)]
+    if table is None or not files:
+        return
+    buffer = io.StringIO()
+    Console(file=buffer, width=120, color_system=None).print(table)
+    record = log.makeRecord(
+        log.name, logging.INFO, __file__, 0, "results:\n%s", (buffer.getvalue().rstrip(),), None
+    )
+    for handler in files:
+        handler.handle(record)
 
 
 def recipe_deviations(cfg: DictConfig) -> list[str]:
@@ -497,11 +524,23 @@ def extract(cfg: DictConfig) -> dict[str, Any]:
             str(f): [str(gallery_folders[j]) for j in row]
             for f, row in zip(folders, index, strict=True)
         }
+        _print_ranking(folders, gallery_folders, index, dist)
     path = output_dir(cfg) / "embeddings.npz"
     save_npz(path, **arrays)
     result["file"] = str(path)
     log.info("wrote %s (%d sequences)", path, len(folders))
     return result
+
+
+def _print_ranking(folders: list[Path], gallery: list[Path], index: Any, dist: Any) -> None:
+    """The top-k gallery sequences of every input, nearest first, with their distances."""
+    for folder, row, row_dist in zip(folders, index, dist, strict=True):
+        ranked = ", ".join(
+            f"{k}. {gallery[j].name} ({float(d):.4f})"
+            for k, (j, d) in enumerate(zip(row, row_dist, strict=True), 1)
+        )
+        print(f"{folder.name}: {ranked}", flush=True)
+        log.debug("ranking of %s: %s", folder, ranked)
 
 
 TASKS: dict[str, Callable[[DictConfig], Any]] = {

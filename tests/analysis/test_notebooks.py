@@ -7,6 +7,7 @@ from pathlib import Path
 import nbformat
 import pytest
 from analysis_helpers import AnalysisRuns, assert_png_not_blank
+from helpers import assert_file_modes, umask
 
 from gaitgl_lightning.analysis.history import wandb_dirs
 from gaitgl_lightning.analysis.notebooks import (
@@ -50,11 +51,16 @@ def test_committed_without_outputs_and_with_parameters(name: str) -> None:
 
 def test_inspect_run_from_csv(analysis_runs: AnalysisRuns, tmp_path: Path) -> None:
     figs = tmp_path / "figures"
-    nb = _run("inspect_run", {"RUN_DIR": str(analysis_runs.single), "FIG_DIR": str(figs)}, tmp_path)
+    with umask(0o022):
+        nb = _run(
+            "inspect_run", {"RUN_DIR": str(analysis_runs.single), "FIG_DIR": str(figs)}, tmp_path
+        )
     for name in ("training_curves", "eval_curves", "final_views"):
         assert_png_not_blank(figs / f"{name}.png")
     assert (figs / "final.json").is_file()
     assert "csv/metrics.csv" in _text(nb)
+    # the notebook, its figures and numbers: group-readable (0644 under umask 022)
+    assert assert_file_modes(tmp_path) >= 5
 
 
 def test_inspect_run_from_a_wandb_folder_alone(analysis_runs: AnalysisRuns, tmp_path: Path) -> None:
