@@ -226,3 +226,12 @@ def test_a_run_killed_after_its_first_evaluation_resumes_from_its_run_dir(
     assert got["global_step"] == want["global_step"] == 12
     for key, value in want["state_dict"].items():
         torch.testing.assert_close(got["state_dict"][key], value, rtol=0, atol=1e-6, msg=key)
+
+
+def test_help_lists_the_tasks_and_the_resume(tmp_path: Path) -> None:
+    proc = run_cli(["--help"], tmp_path)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    for text in ("task=train", "task=eval", "task=extract", "task=prepare", "resume=<run dir>"):
+        assert text in proc.stdout, text
+    assert "README.md" in proc.stdout
+    assert not (tmp_path / "outputs").exists()  # no run dir for a help page
