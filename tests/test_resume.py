@@ -235,3 +235,10 @@ def test_help_lists_the_tasks_and_the_resume(tmp_path: Path) -> None:
         assert text in proc.stdout, text
     assert "README.md" in proc.stdout
     assert not (tmp_path / "outputs").exists()  # no run dir for a help page
+
+
+@pytest.mark.slow
+def test_a_command_that_fails_leaves_no_run_dir(tmp_path: Path) -> None:
+    proc = run_cli([*TINY, "dataset.P=50"], tmp_path)  # P x K the train split cannot serve
+    assert proc.returncode == 1 and "dataset.P" in proc.stderr, proc.stderr[-2000:]
+    assert not list((tmp_path / "outputs").glob("train/runs/*"))

@@ -34,7 +34,7 @@ from omegaconf.errors import (
 
 from gaitgl_lightning import config_dir, errors
 from gaitgl_lightning.errors import ConfigError, GaitGLError, Stopped
-from gaitgl_lightning.resume import resume_arguments
+from gaitgl_lightning.resume import remove_empty_run_dir, resume_arguments
 
 log = logging.getLogger(__name__)
 
@@ -128,6 +128,7 @@ def _main(cfg: DictConfig) -> Any:
         line = None if full_trace_requested() or _multirun() else user_error_line(err)
         if line is None:
             raise
+        remove_empty_run_dir(HydraConfig.get().runtime.output_dir)  # a failed start is no run
         raise UserExit(line, quiet=errors.reported_elsewhere(err)) from None
     if isinstance(result, dict):
         final = result.get("final") or result.get("eval") or {}

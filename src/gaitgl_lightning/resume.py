@@ -84,3 +84,22 @@ def resume_arguments(args: Sequence[str]) -> list[str]:
         "hydra.output_subdir=null",
     ]
     return [*flags, *kept, *extra, *own]
+
+
+def remove_empty_run_dir(run_dir: str | Path) -> bool:
+    """Remove a run dir that holds nothing but Hydra's record and the log of a command that
+    failed before it wrote anything (a bad setting found when the task starts): such a dir is
+    no run, and a user's outputs would fill with them. Returns whether it was removed."""
+    import shutil
+
+    root = Path(run_dir)
+    if not root.is_dir():
+        return False
+    for path in root.rglob("*"):
+        where = path.relative_to(root).parts
+        if path.is_dir():
+            continue
+        if not (where[0] == ".hydra" or (len(where) == 1 and path.suffix == ".log")):
+            return False
+    shutil.rmtree(root, ignore_errors=True)
+    return True
