@@ -242,3 +242,17 @@ def test_a_command_that_fails_leaves_no_run_dir(tmp_path: Path) -> None:
     proc = run_cli([*TINY, "dataset.P=50"], tmp_path)  # P x K the train split cannot serve
     assert proc.returncode == 1 and "dataset.P" in proc.stderr, proc.stderr[-2000:]
     assert not list((tmp_path / "outputs").glob("train/runs/*"))
+
+
+def test_a_misspelt_key_gets_the_nearest_existing_one() -> None:
+    from gaitgl_lightning.suggest import with_suggestion
+
+    hydra_line = (
+        "Could not override 'trainer.max_step'. To append to your config use "
+        "+trainer.max_step=5: Key 'max_step' is not in struct"
+    )
+    line = with_suggestion(hydra_line)
+    assert line.endswith("did you mean trainer.max_steps?")
+    assert "+trainer.max_step" not in line  # Hydra's hint only moves the error elsewhere
+    far = hydra_line.replace("max_step", "zzz")
+    assert with_suggestion(far) == far  # nothing close: the line as Hydra gave it

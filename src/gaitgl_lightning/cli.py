@@ -35,6 +35,7 @@ from omegaconf.errors import (
 from gaitgl_lightning import config_dir, errors
 from gaitgl_lightning.errors import ConfigError, GaitGLError, Stopped
 from gaitgl_lightning.resume import remove_empty_run_dir, resume_arguments
+from gaitgl_lightning.suggest import with_suggestion
 
 log = logging.getLogger(__name__)
 
@@ -269,6 +270,7 @@ def error_line(line: str) -> str:
 def _exit_with(line: str, quiet: bool = False) -> None:
     """Print the one line on stderr (unless another rank prints it) and exit with status 1."""
     if not quiet:
+        line = with_suggestion(line)  # a misspelt key: the nearest existing one
         sys.stderr.write(error_line(line) + "\n")
         sys.stderr.flush()
     raise SystemExit(1) from None
