@@ -174,6 +174,7 @@ def _start(args: list[str], root: Path) -> subprocess.Popen[str]:
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(1800)  # three CLI runs; a busy 2-core machine takes minutes for each
 @pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGKILL])
 def test_a_run_killed_after_its_first_evaluation_resumes_from_its_run_dir(
     tmp_path: Path, signum: int
