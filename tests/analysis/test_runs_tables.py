@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import re
 from pathlib import Path
 
@@ -146,6 +147,16 @@ def test_run_records_and_their_errors(analysis_runs: AnalysisRuns, tmp_path: Pat
         load_run(broken)
     with pytest.raises(FileNotFoundError, match="no runs found"):
         find_runs(tmp_path / "broken" / ".hydra")
+
+
+def test_latest_run_skips_a_run_stopped_before_its_first_evaluation(tmp_path: Path) -> None:
+    runs = tmp_path / "train" / "runs"
+    done, stopped = runs / "2026-01-01_00-00-00", runs / "2026-01-02_00-00-00"
+    for run, header in ((done, "step,train/loss,val/rank1"), (stopped, "step,train/loss")):
+        (run / "csv").mkdir(parents=True)
+        (run / "csv" / "metrics.csv").write_text(f"{header}\n0,1.0\n")
+    os.utime(done, (1, 1))  # older
+    assert latest_run(tmp_path) == done  # the newer one has no val/* to show
 
 
 def test_latest_run_skips_dirs_without_a_history(tmp_path: Path) -> None:

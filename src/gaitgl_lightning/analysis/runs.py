@@ -9,6 +9,7 @@ way whether it came from a Hydra multirun folder or from a set of W&B runs.
 from __future__ import annotations
 
 import json
+import logging
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from functools import cached_property
@@ -31,6 +32,8 @@ NOT_SETTINGS = (
     "sweep",
     "trainer.default_root_dir",
 )
+
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -256,7 +259,27 @@ def latest_run(root: str | Path = "outputs", kind: str = "runs") -> Path:
         found = [p for p in found if any(p.glob(f"*/{CSV_FILE}")) or any(p.glob("*/wandb"))]
     if not found:
         raise FileNotFoundError(f"{root}: no {kind} under */{kind}/ (run training first)")
-    return max(found, key=lambda p: (p.stat().st_mtime, p.name))
+    newest = max(found, key=lambda p: (p.stat().st_mtime, p.name))
+    evaluated = [p for p in found if kind != "runs" or _has_evaluation(p)]
+    if not evaluated or newest in evaluated:
+        return newest
+    chosen = max(evaluated, key=lambda p: (p.stat().st_mtime, p.name))
+    log.warning(
+        "%s holds no evaluation yet (stopped before its first?); using the newest run that "
+        "has one, %s (give --run <dir> to choose)",
+        newest,
+        chosen,
+    )
+    return chosen
+
+
+def _has_evaluation(run_dir: Path) -> bool:
+    """A run that evaluated at least once: ``metrics.json``, or ``val/*`` in its CSV curves
+    (a W&B-only run counts as evaluated: its history is read by the notebook)."""
+    if (run_dir / "metrics.json").is_file() or not (run_dir / CSV_FILE).is_file():
+        return True
+    with (run_dir / CSV_FILE).open() as fh:
+        return "val/" in fh.readline()
 
 
 def _is_bookkeeping(key: str) -> bool:
