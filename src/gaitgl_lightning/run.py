@@ -33,8 +33,8 @@ from gaitgl_lightning.errors import CheckpointError, ConfigError, MissingCheckpo
 from gaitgl_lightning.fileio import atomic_write_json, atomic_write_text
 from gaitgl_lightning.module import GaitGLModule
 from gaitgl_lightning.requeue import release_signal_handlers, requeued_checkpoint
-from gaitgl_lightning.sweepjobs import previous_result
 from gaitgl_lightning.stopping import resume_hint
+from gaitgl_lightning.sweepjobs import previous_result
 
 log = logging.getLogger(__name__)
 
