@@ -142,6 +142,7 @@ def test_a_job_dir_of_another_config_is_an_error_not_overwritten(
     assert (job / "metrics.json").read_bytes() == before
 
 
+@pytest.mark.slow  # 4 more evaluation jobs; the fast tier has the sweep, report and re-run
 def test_eval_mode_evaluates_the_same_checkpoints(
     sweep: Sweep, data_dir: Path, count_jobs: list[str]
 ) -> None:
