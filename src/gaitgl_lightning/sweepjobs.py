@@ -48,18 +48,19 @@ def result_of(metrics: Mapping[str, Any], task: str) -> Mapping[str, Any] | None
     return None
 
 
-def _flat(node: Any, prefix: str = "") -> dict[str, Any]:
+def flatten_config(node: Any, prefix: str = "") -> dict[str, Any]:
+    """A nested config as ``{"a.b.c": value}`` (why: two configs compare key by key)."""
     if isinstance(node, Mapping):
         out: dict[str, Any] = {}
         for key, value in node.items():
-            out.update(_flat(value, f"{prefix}{key}."))
+            out.update(flatten_config(value, f"{prefix}{key}."))
         return out
     return {prefix[:-1]: node}
 
 
 def config_differences(current: Mapping[str, Any], recorded: Mapping[str, Any]) -> list[str]:
     """``key: recorded -> current`` for every setting that differs (attempt keys aside)."""
-    now, then = _flat(current), _flat(recorded)
+    now, then = flatten_config(current), flatten_config(recorded)
     keys = sorted(k for k in now.keys() | then.keys() if k.split(".")[0] not in _ATTEMPT_KEYS)
     missing = "<absent>"
     return [

@@ -25,6 +25,8 @@ from typing import Any
 
 import yaml
 
+from gaitgl_lightning.sweepjobs import flatten_config
+
 #: The per-run CSV's columns around the condition columns (``NM``, ``BG``, ``CL``, ...).
 HEAD = ("table", "arm", "seed", "steps")
 TAIL = ("mean", "run", "masks", "setting")
@@ -162,15 +164,6 @@ def collect_runs(root: str | Path) -> list[RunRow]:
     return [f.row for f in found]
 
 
-def _flat(node: Any, prefix: str = "") -> dict[str, Any]:
-    if isinstance(node, Mapping):
-        out: dict[str, Any] = {}
-        for key, value in node.items():
-            out.update(_flat(value, f"{prefix}{key}."))
-        return out
-    return {prefix[:-1]: node}
-
-
 def _is_setting(key: str) -> bool:
     return not any(key == p or key.startswith(f"{p}.") for p in (*NOT_SETTINGS, *MASK_SETTINGS))
 
@@ -184,7 +177,7 @@ def _assign_settings(found: Sequence[_Found]) -> None:
     """
     flats = []
     for f in found:
-        flat = {k: v for k, v in _flat(f.config).items() if _is_setting(k)}
+        flat = {k: v for k, v in flatten_config(f.config).items() if _is_setting(k)}
         flats.append({k: str(v).replace(f.row.run, "<run>") for k, v in flat.items()})
     by_arm: dict[tuple[str, str], list[dict[str, str]]] = {}
     for f, flat in zip(found, flats, strict=True):
