@@ -6,6 +6,7 @@ arm in the report."""
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import sys
 from collections.abc import Callable, Iterator
@@ -27,11 +28,18 @@ def _ablation(root: Path, data: Path, *args: str) -> None:
     """``python -m gaitgl_lightning +ablation=... budget=tiny ...`` under ``root``."""
     argv = ["gaitgl", *args, "budget=tiny", f"paths.root_dir={root}", f"paths.data_dir={data}"]
     old = sys.argv
+    # cli.main sets these two for the processes it starts; keep them out of later tests' CLIs
+    env = {k: os.environ.get(k) for k in (cli.FULL_ERROR_ENV, "GAITGL_SHORT_ERRORS")}
     sys.argv = argv
     try:
         cli.main()
     finally:
         sys.argv = old
+        for key, value in env.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
 
 
 def _record_jobs(patch: pytest.MonkeyPatch) -> list[str]:

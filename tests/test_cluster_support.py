@@ -186,7 +186,11 @@ def test_a_requeued_job_resumes_from_its_own_newest_checkpoint(
     ]
     _in_slurm_job(no_slurm, tmp_path)
     with pytest.raises(SystemExit, match="preempted"):
-        train(compose_config(_with_callback(common, "stop", "StopAfterStep", at_step=9), tmp_path))
+        train(
+            compose_config(
+                _with_callback(common, "stop_after", "StopAfterStep", at_step=9), tmp_path
+            )
+        )
     _in_slurm_job(no_slurm, tmp_path, restarts=1)
     started = tmp_path / "started"
     cfg = compose_config(_with_callback(common, "rec", "RecordStart", path=started), tmp_path)
