@@ -138,3 +138,26 @@ def _tiny_synthetic() -> list[str]:
     from helpers import TINY
 
     return list(TINY)
+
+
+def test_task_eval_keeps_the_composed_test_time_mask_settings() -> None:
+    """task=eval takes the trained network from the checkpoint, but the test-time local branch
+    (mask.eval_mode / eval_pairs) is the one asked for now: the eval_mode ablation evaluates one
+    checkpoint with `none` and with `mean` (before this, both ran the stored `none`)."""
+    from omegaconf import OmegaConf
+
+    from gaitgl_lightning.run import _use_stored_model
+
+    trained = {"channels": [4, 8, 8], "mask": {"strategy": "strip_v", "eval_mode": "none"}}
+    state = {"gaitgl": {"config": {"model": trained}}}
+    cfg = OmegaConf.create(
+        {"model": {"channels": [4, 8, 8], "mask": {"strategy": "strip_v", "eval_mode": "mean"}}}
+    )
+    _use_stored_model(cfg, "x.ckpt", state)
+    assert cfg.model.mask.eval_mode == "mean"
+    other = OmegaConf.create(
+        {"model": {"channels": [2, 2, 2], "mask": {"strategy": "strip_v", "eval_mode": "mean"}}}
+    )
+    _use_stored_model(other, "x.ckpt", state)  # another network: the stored one is used
+    assert list(other.model.channels) == [4, 8, 8] and other.model.mask.eval_mode == "mean"
+    assert trained["mask"]["eval_mode"] == "none"  # the checkpoint's own record is untouched

@@ -399,11 +399,24 @@ def evaluate_checkpoint(cfg: DictConfig) -> dict[str, Any]:
         close_loggers()
 
 
+#: Mask settings that only act at test time, taken from the composed config on task=eval.
+EVAL_TIME_MASK_KEYS = ("eval_mode", "eval_pairs")
+
+
 def _use_stored_model(cfg: DictConfig, ckpt: str, state: Mapping[str, Any]) -> None:
     """Evaluate our checkpoint with the network it was trained with (its ``gaitgl.config``),
     as ``task=extract`` does, rather than the model config composed now."""
     stored = ((state.get("gaitgl") or {}).get("config") or {}).get("model")
-    if not isinstance(stored, dict) or stored == _as_dict(cfg.model):
+    if not isinstance(stored, dict):
+        return
+    composed = _as_dict(cfg.model)
+    stored = copy.deepcopy(stored)
+    # The test-time local branch is an evaluation setting, not part of the trained network: the
+    # one composed now wins (the eval_mode ablation evaluates one checkpoint both ways).
+    for key in EVAL_TIME_MASK_KEYS:
+        if key in (composed.get("mask") or {}) and isinstance(stored.get("mask"), dict):
+            stored["mask"][key] = composed["mask"][key]
+    if stored == composed:
         return
     log.info("%s: using the model config stored in the checkpoint (not the composed one)", ckpt)
     with open_dict(cfg):
