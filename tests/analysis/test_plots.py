@@ -106,3 +106,96 @@ def test_a_flat_cross_entropy_is_called_flat_on_the_plot(tmp_path: Path) -> None
     assert not ce_at_chance(flat, 10)  # chance of 10 classes is ln 10, far below
     assert not ce_at_chance(flat.drop(columns="train/ce"), 60)
     assert_png_not_blank(plot_training_curves(flat, tmp_path / "flat.png", num_classes=60))
+
+
+def _capture_figures(monkeypatch: pytest.MonkeyPatch, module: object) -> list[object]:
+    """Keep every figure a plot function saves, to read what it drew."""
+    figures: list[object] = []
+    real = module.save_figure  # type: ignore[attr-defined]
+
+    def keep(fig: object, path: Path) -> Path:
+        figures.append(fig)
+        return real(fig, path)
+
+    monkeypatch.setattr(module, "save_figure", keep)
+    return figures
+
+
+def test_evaluations_are_drawn_at_the_step_logs_and_checkpoints_name(
+    analysis_runs: AnalysisRuns, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import gaitgl_lightning.analysis.plots as plots
+
+    # The run trains 8 steps and evaluates every 4: checkpoints step000004 / step000008, while
+    # Lightning logs those evaluations at its logger steps 3 and 7.
+    history = load_history(analysis_runs.single, prefer="csv")
+    assert list(history["val/rank1"].dropna().index) == [3, 7]
+    names = {p.name for p in analysis_runs.single.rglob("step*.ckpt")}
+    assert "step000004.ckpt" in names, names
+    figures = _capture_figures(monkeypatch, plots)
+    plot_eval_curves(history, tmp_path / "eval.png")
+    ax = figures[0].axes[0]  # type: ignore[attr-defined]
+    assert ax.get_ylabel() == "rank-1 (%)"
+    for line in ax.get_lines():
+        assert list(line.get_xdata()) == [4, 8]
+
+
+def test_a_rank1_of_100_is_drawn_inside_the_axes(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import gaitgl_lightning.analysis.plots as plots
+
+    history = pd.DataFrame({"val/rank1": [0.5, 1.0]}, index=[99, 199])
+    figures = _capture_figures(monkeypatch, plots)
+    plot_eval_curves(history, tmp_path / "eval.png")
+    assert figures[0].axes[0].get_ylim()[1] > 100.0  # type: ignore[attr-defined]
+
+
+def test_identical_sweep_runs_are_told_apart(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import gaitgl_lightning.analysis.plots as plots
+
+    same = pd.DataFrame({"val/rank1": [0.2, 0.4, 0.6]}, index=[99, 199, 299])
+    other = same * 0.5
+    figures = _capture_figures(monkeypatch, plots)
+    plot_runs_metric({"a": same, "b": same.copy(), "c": other}, tmp_path / "s.png")
+    lines = {ln.get_label(): ln for ln in figures[0].axes[0].get_lines()}  # type: ignore[attr-defined]
+    assert set(lines) == {"a (n=2 identical)", "b (n=2 identical)", "c"}
+    xa, xb = lines["a (n=2 identical)"].get_xdata(), lines["b (n=2 identical)"].get_xdata()
+    assert all(a != b for a, b in zip(xa, xb, strict=True))
+    assert lines["a (n=2 identical)"].get_marker() != lines["b (n=2 identical)"].get_marker()
+    assert list(lines["c"].get_xdata()) == [100, 200, 300]
+
+
+def test_the_ce_note_is_below_its_axes(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import gaitgl_lightning.analysis.plots as plots
+
+    flat = pd.DataFrame(
+        {"train/ce": np.full(50, np.log(60)), "train/ce_acc": np.full(50, 1 / 60)},
+        index=np.arange(50),
+    )
+    figures = _capture_figures(monkeypatch, plots)
+    plot_training_curves(flat, tmp_path / "flat.png", num_classes=60)
+    fig = figures[0]
+    fig.canvas.draw()  # type: ignore[attr-defined]
+    ax = next(a for a in fig.axes if a.get_title() == "cross-entropy accuracy")  # type: ignore[attr-defined]
+    notes = [t for t in ax.texts if "stayed at chance" in t.get_text()]
+    assert len(notes) == 1
+    note = notes[0].get_window_extent()
+    assert note.y1 <= ax.get_window_extent().y0  # entirely under the panel: no curve beneath
+
+
+def test_view_heatmap_leaves_identical_views_empty_when_excluded() -> None:
+    from gaitgl_lightning.evaluation.report import heatmap_cells
+    from gaitgl_lightning.evaluation.results import ViewTable
+
+    acc = np.array([[1.0, 0.5, 0.25], [0.5, 1.0, np.nan]])
+    table = ViewTable(["000", "018"], ["000", "018", "036"], acc, {}, 0.5)
+    cells = heatmap_cells(table, identical_excluded=True)
+    assert cells.mask.tolist() == [[True, False, False], [False, True, True]]
+    assert cells[0, 1] == 50.0
+    assert heatmap_cells(table, identical_excluded=False).mask.tolist() == [
+        [False, False, False],
+        [False, False, True],
+    ]
