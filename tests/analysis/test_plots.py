@@ -199,3 +199,27 @@ def test_view_heatmap_leaves_identical_views_empty_when_excluded() -> None:
         [False, False, False],
         [False, False, True],
     ]
+
+
+def test_view_heatmap_draws_no_number_on_excluded_identical_views(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import gaitgl_lightning.evaluation.report as report
+    from gaitgl_lightning.evaluation.results import EvalResult, ViewTable
+
+    views = [f"{v:03d}" for v in range(0, 181, 18)]
+    acc = np.full((11, 11), 0.8)
+    table = ViewTable(views, views, acc, {}, 0.8)
+    result = EvalResult(
+        "casia-b",
+        "test",
+        "euclidean",
+        {"rank1": 0.8},
+        options={"include_identical_view": False},
+        view_tables={"NM": table, "CL": table},
+    )
+    figures = _capture_figures(monkeypatch, report)
+    assert_png_not_blank(report.plot_view_heatmaps(result, tmp_path / "views.png"))
+    for ax in figures[0].axes[:2]:  # type: ignore[attr-defined]
+        assert len(ax.texts) == 11 * 10  # every cell but the diagonal
+        assert ax.images[0].get_array().mask.diagonal().all()
