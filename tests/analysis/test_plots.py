@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import json
 import re
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pytest
+import yaml
 from analysis_helpers import AnalysisRuns, assert_png_not_blank
 
 from gaitgl_lightning.analysis import (
@@ -121,23 +123,32 @@ def _capture_figures(monkeypatch: pytest.MonkeyPatch, module: object) -> list[ob
     return figures
 
 
+@pytest.mark.parametrize("prefer", ["csv", "wandb"])
 def test_evaluations_are_drawn_at_the_step_logs_and_checkpoints_name(
-    analysis_runs: AnalysisRuns, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    analysis_runs: AnalysisRuns, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, prefer: str
 ) -> None:
     import gaitgl_lightning.analysis.plots as plots
 
-    # The run trains 8 steps and evaluates every 4: checkpoints step000004 / step000008, while
-    # Lightning logs those evaluations at its logger steps 3 and 7.
-    history = load_history(analysis_runs.single, prefer="csv")
-    assert list(history["val/rank1"].dropna().index) == [3, 7]
-    names = {p.name for p in analysis_runs.single.rglob("step*.ckpt")}
-    assert "step000004.ckpt" in names, names
+    # The run trains 12 steps and evaluates every 6 (debug=tiny): the console, metrics.json and
+    # the checkpoint names say steps 6 and 12, while Lightning logs those evaluations at 5, 11.
+    config = yaml.safe_load((analysis_runs.single / ".hydra" / "config.yaml").read_text())
+    every, steps = int(config["eval_every"]), int(config["trainer"]["max_steps"])
+    evaluated = list(range(every, steps + 1, every))
+    assert json.loads((analysis_runs.single / "metrics.json").read_text())["steps"] == steps
+    history = load_history(analysis_runs.single, prefer=prefer)
+    assert list(history["val/rank1"].dropna().index) == [s - 1 for s in evaluated]
+    named = {
+        int(m.group(1))
+        for p in analysis_runs.single.rglob("*.ckpt")
+        if (m := re.fullmatch(r"step(\d+)-r1_.*\.ckpt", p.name))
+    }
+    assert named and named <= set(evaluated), named
     figures = _capture_figures(monkeypatch, plots)
     plot_eval_curves(history, tmp_path / "eval.png")
     ax = figures[0].axes[0]  # type: ignore[attr-defined]
     assert ax.get_ylabel() == "rank-1 (%)"
     for line in ax.get_lines():
-        assert list(line.get_xdata()) == [4, 8]
+        assert list(line.get_xdata()) == evaluated
 
 
 def test_a_rank1_of_100_is_drawn_inside_the_axes(
