@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import json
 import re
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pytest
+import yaml
 from analysis_helpers import AnalysisRuns, assert_png_not_blank
 
 from gaitgl_lightning.analysis import (
@@ -106,3 +108,129 @@ def test_a_flat_cross_entropy_is_called_flat_on_the_plot(tmp_path: Path) -> None
     assert not ce_at_chance(flat, 10)  # chance of 10 classes is ln 10, far below
     assert not ce_at_chance(flat.drop(columns="train/ce"), 60)
     assert_png_not_blank(plot_training_curves(flat, tmp_path / "flat.png", num_classes=60))
+
+
+def _capture_figures(monkeypatch: pytest.MonkeyPatch, module: object) -> list[object]:
+    """Keep every figure a plot function saves, to read what it drew."""
+    figures: list[object] = []
+    real = module.save_figure  # type: ignore[attr-defined]
+
+    def keep(fig: object, path: Path) -> Path:
+        figures.append(fig)
+        return real(fig, path)
+
+    monkeypatch.setattr(module, "save_figure", keep)
+    return figures
+
+
+@pytest.mark.parametrize("prefer", ["csv", "wandb"])
+def test_evaluations_are_drawn_at_the_step_logs_and_checkpoints_name(
+    analysis_runs: AnalysisRuns, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, prefer: str
+) -> None:
+    import gaitgl_lightning.analysis.plots as plots
+
+    # The run trains 12 steps and evaluates every 6 (debug=tiny): the console, metrics.json and
+    # the checkpoint names say steps 6 and 12, while Lightning logs those evaluations at 5, 11.
+    config = yaml.safe_load((analysis_runs.single / ".hydra" / "config.yaml").read_text())
+    every, steps = int(config["eval_every"]), int(config["trainer"]["max_steps"])
+    evaluated = list(range(every, steps + 1, every))
+    assert json.loads((analysis_runs.single / "metrics.json").read_text())["steps"] == steps
+    history = load_history(analysis_runs.single, prefer=prefer)
+    assert list(history["val/rank1"].dropna().index) == [s - 1 for s in evaluated]
+    named = {
+        int(m.group(1))
+        for p in analysis_runs.single.rglob("*.ckpt")
+        if (m := re.fullmatch(r"step(\d+)-r1_.*\.ckpt", p.name))
+    }
+    assert named and named <= set(evaluated), named
+    figures = _capture_figures(monkeypatch, plots)
+    plot_eval_curves(history, tmp_path / "eval.png")
+    ax = figures[0].axes[0]  # type: ignore[attr-defined]
+    assert ax.get_ylabel() == "rank-1 (%)"
+    for line in ax.get_lines():
+        assert list(line.get_xdata()) == evaluated
+
+
+def test_a_rank1_of_100_is_drawn_inside_the_axes(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import gaitgl_lightning.analysis.plots as plots
+
+    history = pd.DataFrame({"val/rank1": [0.5, 1.0]}, index=[99, 199])
+    figures = _capture_figures(monkeypatch, plots)
+    plot_eval_curves(history, tmp_path / "eval.png")
+    assert figures[0].axes[0].get_ylim()[1] > 100.0  # type: ignore[attr-defined]
+
+
+def test_identical_sweep_runs_are_told_apart(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import gaitgl_lightning.analysis.plots as plots
+
+    same = pd.DataFrame({"val/rank1": [0.2, 0.4, 0.6]}, index=[99, 199, 299])
+    other = same * 0.5
+    figures = _capture_figures(monkeypatch, plots)
+    plot_runs_metric({"a": same, "b": same.copy(), "c": other}, tmp_path / "s.png")
+    lines = {ln.get_label(): ln for ln in figures[0].axes[0].get_lines()}  # type: ignore[attr-defined]
+    assert set(lines) == {"a (n=2 identical)", "b (n=2 identical)", "c"}
+    xa, xb = lines["a (n=2 identical)"].get_xdata(), lines["b (n=2 identical)"].get_xdata()
+    assert all(a != b for a, b in zip(xa, xb, strict=True))
+    assert lines["a (n=2 identical)"].get_marker() != lines["b (n=2 identical)"].get_marker()
+    assert list(lines["c"].get_xdata()) == [100, 200, 300]
+
+
+def test_the_ce_note_is_below_its_axes(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import gaitgl_lightning.analysis.plots as plots
+
+    flat = pd.DataFrame(
+        {"train/ce": np.full(50, np.log(60)), "train/ce_acc": np.full(50, 1 / 60)},
+        index=np.arange(50),
+    )
+    figures = _capture_figures(monkeypatch, plots)
+    plot_training_curves(flat, tmp_path / "flat.png", num_classes=60)
+    fig = figures[0]
+    fig.canvas.draw()  # type: ignore[attr-defined]
+    ax = next(a for a in fig.axes if a.get_title() == "cross-entropy accuracy")  # type: ignore[attr-defined]
+    notes = [t for t in ax.texts if "stayed at chance" in t.get_text()]
+    assert len(notes) == 1
+    note = notes[0].get_window_extent()
+    assert note.y1 <= ax.get_window_extent().y0  # entirely under the panel: no curve beneath
+
+
+def test_view_heatmap_leaves_identical_views_empty_when_excluded() -> None:
+    from gaitgl_lightning.evaluation.report import heatmap_cells
+    from gaitgl_lightning.evaluation.results import ViewTable
+
+    acc = np.array([[1.0, 0.5, 0.25], [0.5, 1.0, np.nan]])
+    table = ViewTable(["000", "018"], ["000", "018", "036"], acc, {}, 0.5)
+    cells = heatmap_cells(table, identical_excluded=True)
+    assert cells.mask.tolist() == [[True, False, False], [False, True, True]]
+    assert cells[0, 1] == 50.0
+    assert heatmap_cells(table, identical_excluded=False).mask.tolist() == [
+        [False, False, False],
+        [False, False, True],
+    ]
+
+
+def test_view_heatmap_draws_no_number_on_excluded_identical_views(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import gaitgl_lightning.evaluation.report as report
+    from gaitgl_lightning.evaluation.results import EvalResult, ViewTable
+
+    views = [f"{v:03d}" for v in range(0, 181, 18)]
+    acc = np.full((11, 11), 0.8)
+    table = ViewTable(views, views, acc, {}, 0.8)
+    result = EvalResult(
+        "casia-b",
+        "test",
+        "euclidean",
+        {"rank1": 0.8},
+        options={"include_identical_view": False},
+        view_tables={"NM": table, "CL": table},
+    )
+    figures = _capture_figures(monkeypatch, report)
+    assert_png_not_blank(report.plot_view_heatmaps(result, tmp_path / "views.png"))
+    for ax in figures[0].axes[:2]:  # type: ignore[attr-defined]
+        assert len(ax.texts) == 11 * 10  # every cell but the diagonal
+        assert ax.images[0].get_array().mask.diagonal().all()

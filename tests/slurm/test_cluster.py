@@ -29,7 +29,8 @@ def _tail(path: Path, chars: int = 6000) -> str:
 def cpu_twin(example: str) -> str:
     """The sbatch example with its GPU cluster's specifics replaced by this machine's: one node,
     2 tasks (one per gloo rank), the tiny synthetic run instead of GREW. Everything else (the run
-    dir from the job id, W&B offline, srun) is the example's own text."""
+    dir from the job id, requeue on SIGUSR1, W&B offline, srun) is the example's own text; its
+    ``$PYTHON`` is this test's interpreter."""
     header = {
         "--nodes=2": "--nodes=1",
         "--ntasks-per-node=4": "--ntasks-per-node=2",
@@ -37,10 +38,11 @@ def cpu_twin(example: str) -> str:
         "--time=72:00:00": "--time=20",
     }
     lines, out = example.splitlines(), []
-    command = [
-        i for i, line in enumerate(lines) if line.startswith("srun python -m gaitgl_lightning")
-    ]
-    assert len(command) == 1, "the example must run one `srun python -m gaitgl_lightning ...`"
+    run = 'srun "$PYTHON" -m gaitgl_lightning'
+    command = [i for i, line in enumerate(lines) if line.startswith(run)]
+    assert len(command) == 1, f"the example must run one `{run} ...`"
+    for flag in ("--requeue", "--signal=USR1@90"):  # what docs/cluster.md tells to submit with
+        assert f"#SBATCH {flag}" in lines, f"the example lost its {flag}"
     for line in lines[: command[0]]:
         if line.startswith("#SBATCH --gpus-per-node"):
             continue

@@ -33,6 +33,17 @@ TRAINING_PANELS: tuple[tuple[str, tuple[str, ...], str, bool], ...] = (
 )
 
 
+def trained_steps(index: pd.Index) -> np.ndarray:
+    """The step a row logged during training stands for, as logs and checkpoints name it.
+
+    Why + 1: Lightning logs the rows of training step n (and the evaluation run after it) at
+    its logger step, the count of steps finished *before* it (n - 1), while ``global_step``
+    (checkpoint names ``step000100``, ``metrics.json``, the console) counts it done (n). So the
+    step-100 evaluation sits in the CSV / W&B history at 99 and is drawn at 100.
+    """
+    return np.asarray(index, dtype=np.int64) + 1
+
+
 def _pyplot() -> Any:
     import matplotlib
 
@@ -86,9 +97,10 @@ def plot_training_curves(
     for ax, (title, cols, ylabel, log) in zip(axes.flat, panels, strict=False):
         for col in cols:
             values = history[col].dropna()
-            line = ax.plot(values.index, values.to_numpy(), alpha=0.3, linewidth=0.8)[0]
+            steps = trained_steps(values.index)
+            line = ax.plot(steps, values.to_numpy(), alpha=0.3, linewidth=0.8)[0]
             if len(values) > 2:
-                ax.plot(values.index, smooth(values), color=line.get_color(), label=col)
+                ax.plot(steps, smooth(values).to_numpy(), color=line.get_color(), label=col)
             else:
                 line.set_label(col)
         ax.set(title=title, xlabel="step", ylabel=ylabel)
@@ -114,16 +126,19 @@ def _draw_chance(ax: Any, cols: Sequence[str], num_classes: int, flat: bool) -> 
     if "train/ce_acc" in cols:
         ax.axhline(1.0 / num_classes, color="grey", linestyle=":", linewidth=1)
         if flat:
-            ax.text(
-                0.02,
-                0.95,
+            # below the axes (under the x label), where no curve can run through it
+            ax.annotate(
                 f"CE stayed at chance (ln {num_classes}) for the whole run:\n"
                 "the per-part classifier starts near-silent and has not\n"
                 "left it yet; the triplet term did the learning",
-                transform=ax.transAxes,
+                xy=(0.0, 0.0),
+                xycoords="axes fraction",
+                xytext=(0, -30),
+                textcoords="offset points",
                 va="top",
                 fontsize=7,
                 color="tab:red",
+                annotation_clip=False,
             )
 
 
@@ -166,18 +181,24 @@ def plot_eval_curves(
         )
     plt = _pyplot()
     fig, ax = plt.subplots(figsize=(6.0, 4.0))
+    top = 0.0
     for name, col in columns.items():
         values = history[col].dropna()
+        top = max(top, 100.0 * float(values.max()) if len(values) else 0.0)
         ax.plot(
-            values.index,
+            trained_steps(values.index),
             100.0 * values.to_numpy(),
             marker="o",
             color=CONDITION_COLOURS.get(name),
             linewidth=2.2 if name == "mean" else 1.4,
             label=name,
         )
-    ax.set(xlabel="step", ylabel="%", title=f"evaluation over training: {_source_name(history)}")
-    ax.set_ylim(0, 100)
+    ax.set(
+        xlabel="step",
+        ylabel="rank-1 (%)",
+        title=f"evaluation over training: {_source_name(history)}",
+    )
+    ax.set_ylim(0, max(100.0, top) + 5.0)  # room above 100 %, so a marker there is drawn whole
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
     return save_figure(fig, path)
@@ -189,7 +210,12 @@ def plot_runs_metric(
     column: str = "val/rank1",
     percent: bool = True,
 ) -> Path:
-    """One metric of several runs against the step, one line per run (a sweep side by side)."""
+    """One metric of several runs against the step, one line per run (a sweep side by side).
+
+    Runs whose curves are identical (same seed and settings that do not change the numbers)
+    would be drawn exactly on top of each other and look like one: each is shifted a little
+    along x, drawn with its own marker, and its label says how many runs share the curve.
+    """
     drawn = {label: h[column].dropna() for label, h in histories.items() if column in h}
     drawn = {label: v for label, v in drawn.items() if len(v)}
     if not drawn:
@@ -197,12 +223,42 @@ def plot_runs_metric(
     plt = _pyplot()
     fig, ax = plt.subplots(figsize=(6.4, 4.0))
     scale = 100.0 if percent else 1.0
+    offsets, shared = _identical_offsets(drawn)
+    span = max(int(v.index.max()) - int(v.index.min()) for v in drawn.values()) or 1
     for label, values in drawn.items():
-        ax.plot(values.index, scale * values.to_numpy(), marker="o", markersize=3, label=label)
+        k = offsets[label]
+        ax.plot(
+            trained_steps(values.index) + 0.012 * span * k,
+            scale * values.to_numpy(),
+            marker=_MARKERS[round(k + (shared[label] - 1) / 2) % len(_MARKERS)],
+            markersize=4,
+            label=f"{label} (n={shared[label]} identical)" if shared[label] > 1 else label,
+        )
     ax.set(xlabel="step", ylabel=f"{column}{' (%)' if percent else ''}", title=column)
     ax.grid(alpha=0.3)
     ax.legend(fontsize=7, bbox_to_anchor=(1.02, 1.0), loc="upper left", frameon=False)
     return save_figure(fig, path)
+
+
+_MARKERS = ("o", "s", "^", "v", "D", "P", "X", "*")
+
+
+def _identical_offsets(
+    curves: Mapping[str, pd.Series],
+) -> tuple[dict[str, float], dict[str, int]]:
+    """Per run: its place in its group of identical curves, centred on 0 (for a small x
+    jitter), and the group's size (1 for a curve no other run shares)."""
+    groups: dict[tuple[tuple[int, ...], tuple[float, ...]], list[str]] = {}
+    for label, values in curves.items():
+        key = (tuple(int(i) for i in values.index), tuple(float(v) for v in values))
+        groups.setdefault(key, []).append(label)
+    offsets: dict[str, float] = {}
+    shared: dict[str, int] = {}
+    for labels in groups.values():
+        for i, label in enumerate(labels):
+            offsets[label] = i - (len(labels) - 1) / 2
+            shared[label] = len(labels)
+    return offsets, shared
 
 
 def plot_ratio_sweep(

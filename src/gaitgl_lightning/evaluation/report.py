@@ -76,6 +76,18 @@ def save_figure(fig: Any, path: str | os.PathLike[str]) -> Path:
     return path
 
 
+def heatmap_cells(table: ViewTable, identical_excluded: bool) -> np.ma.MaskedArray:
+    """The cells a view heatmap fills, in percent: pairs without probes masked, and the
+    identical-view cells (probe view = gallery view) too when the condition's number leaves them
+    out, so that the figure shows exactly what its title's number averages."""
+    data = np.ma.masked_invalid(100.0 * table.acc)
+    if identical_excluded:
+        for i, view in enumerate(table.probe_views):
+            if view in table.gallery_views:
+                data[i, table.gallery_views.index(view)] = np.ma.masked
+    return data
+
+
 def plot_view_heatmaps(result: EvalResult, path: str | os.PathLike[str]) -> Path:
     """One probe-view x gallery-view rank-1 heatmap per condition, side by side, as an image.
 
@@ -90,26 +102,30 @@ def plot_view_heatmaps(result: EvalResult, path: str | os.PathLike[str]) -> Path
     import matplotlib.pyplot as plt
 
     names = list(result.view_tables)
-    fig, axes = plt.subplots(1, len(names), figsize=(4.2 * len(names), 4.0), squeeze=False)
+    fig, axes = plt.subplots(
+        1, len(names), figsize=(5.4 * len(names), 5.2), squeeze=False, layout="constrained"
+    )
     image = None
+    excluded = not result.options.get("include_identical_view", False)
     for ax, name in zip(axes[0], names, strict=True):
         table = result.view_tables[name]
-        data = np.ma.masked_invalid(100.0 * table.acc)
-        image = ax.imshow(data, vmin=0.0, vmax=100.0, cmap="viridis")
-        ax.set_xticks(range(len(table.gallery_views)), table.gallery_views, rotation=90)
-        ax.set_yticks(range(len(table.probe_views)), table.probe_views)
+        data = heatmap_cells(table, excluded)
+        cmap = plt.get_cmap("viridis").with_extremes(bad="lightgrey")
+        image = ax.imshow(data, vmin=0.0, vmax=100.0, cmap=cmap)
+        ax.set_xticks(range(len(table.gallery_views)), table.gallery_views, rotation=90, fontsize=8)
+        ax.set_yticks(range(len(table.probe_views)), table.probe_views, fontsize=8)
         ax.set_xlabel("gallery view")
         ax.set_ylabel("probe view")
         ax.set_title(f"{name}: {100 * table.mean:.2f}%")
         if len(table.gallery_views) <= 14:
-            for i in range(table.acc.shape[0]):
-                for j in range(table.acc.shape[1]):
-                    v = table.acc[i, j]
-                    if not np.isnan(v):
-                        ax.text(j, i, f"{100 * v:.0f}", ha="center", va="center", fontsize=6)
+            for (i, j), v in np.ndenumerate(data.filled(np.nan)):
+                if not np.isnan(v):
+                    colour = "black" if v > 60 else "white"
+                    ax.text(j, i, f"{v:.0f}", ha="center", va="center", fontsize=8, color=colour)
     if image is not None:
         fig.colorbar(image, ax=axes[0].tolist(), shrink=0.8, label="rank-1 (%)")
-    fig.suptitle(f"{result.protocol} ({result.variant}; distance {result.distance})")
+    grey = "; grey: identical views, not in the number" if excluded else ""
+    fig.suptitle(f"{result.protocol} ({result.variant}; distance {result.distance}){grey}")
     return save_figure(fig, path)
 
 
