@@ -86,6 +86,17 @@ class FailureWatch(Callback):
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
 
+    def __getstate__(self) -> dict[str, Any]:
+        """ddp_spawn pickles the trainer's callbacks into each rank: an Event (it holds a lock)
+        and a thread cannot travel, and each rank starts its own watcher in ``setup``."""
+        state = dict(self.__dict__)
+        state["_stop"], state["_thread"] = None, None
+        return state
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__dict__.update(state)
+        self._stop = threading.Event()
+
     def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
         store = _store()
         if store is None or self._thread is not None:

@@ -42,7 +42,7 @@ def test_history_from_wandb_equals_history_from_csv(analysis_runs: AnalysisRuns)
 def test_config_and_summary_of_a_training_run(analysis_runs: AnalysisRuns) -> None:
     run = load_wandb_run(wandb_dirs(analysis_runs.single)[0])
     metrics = json.loads((analysis_runs.single / "metrics.json").read_text())
-    assert run.config["model"]["stages"][0]["channels"] == 4  # the resolved run config
+    assert run.config["model"]["channels"][0] == 4  # the resolved run config
     assert run.config["dataset"]["size"] == "tiny" and run.job_type == "train"
     final = metrics["final"]["summary"]
     assert run.summary["val/rank1"] == pytest.approx(final["rank1"], abs=1e-6)
