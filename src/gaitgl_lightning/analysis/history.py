@@ -62,7 +62,17 @@ def read_wandb_segments(runs: list[Path]) -> pd.DataFrame:
     """The history of a run dir's W&B runs, oldest first, joined into one: a resumed run logs
     into a new folder from its checkpoint's step, so each segment is cut where the next one
     starts (the steps a killed run logged after its last checkpoint were logged again)."""
-    histories = [read_wandb_history(run) for run in runs]
+    histories = []
+    for run in runs:
+        try:
+            histories.append(read_wandb_history(run))
+        except ValueError:
+            if len(runs) == 1:
+                raise
+            # a segment killed (SIGKILL) before W&B wrote any of its rows: its steps are in the
+            # next segment, which resumed from the last checkpoint before them
+    if not histories:
+        raise ValueError(f"{runs[0].parent}: no W&B run logged any scalar history")
     parts = [
         history[history.index < later.index.min()] if not later.empty else history
         for history, later in itertools.pairwise(histories)
