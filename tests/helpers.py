@@ -91,3 +91,19 @@ def assert_file_modes(root: Path, mask: int = 0o022) -> int:
     wrong = {k: v for k, v in wrong.items() if v != oct(0o666 & ~mask)}
     assert not wrong, wrong
     return len(files)
+
+
+def start_cli(
+    args: Sequence[str], root: Path, output: int = subprocess.PIPE
+) -> subprocess.Popen[str]:
+    """Start ``python -m gaitgl_lightning`` without waiting (a test that signals or kills it)."""
+    root.mkdir(parents=True, exist_ok=True)
+    env = {**os.environ, "GAITGL_ROOT": str(root), "WANDB_MODE": "offline"}
+    return subprocess.Popen(
+        [sys.executable, "-m", "gaitgl_lightning", *args],
+        cwd=root,
+        env=env,
+        stdout=output,
+        stderr=output,
+        text=True,
+    )

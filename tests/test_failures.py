@@ -19,7 +19,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from helpers import TINY, compose_config, run_cli
+from helpers import TINY, compose_config, run_cli, start_cli
 
 from gaitgl_lightning.checkpointing import newest_checkpoint
 from gaitgl_lightning.data.samplers import EvalShardSampler
@@ -59,19 +59,6 @@ def test_a_failed_evaluation_saves_a_checkpoint_then_stops(
     assert newest_checkpoint(tmp_path / "run" / "checkpoints") == saved
 
 
-def _start_cli(args: list[str], root: Path) -> subprocess.Popen[str]:
-    root.mkdir(parents=True, exist_ok=True)
-    env = {**os.environ, "GAITGL_ROOT": str(root), "WANDB_MODE": "offline"}
-    return subprocess.Popen(
-        [sys.executable, "-m", "gaitgl_lightning", *args],
-        cwd=root,
-        env=env,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-        text=True,
-    )
-
-
 @pytest.mark.slow
 def test_sigkill_then_resume_gives_the_weights_of_an_uninterrupted_run(tmp_path: Path) -> None:
     # 30 steps, killed at step 3-11: at least 19 steps and two evaluations are still ahead when
@@ -89,7 +76,7 @@ def test_sigkill_then_resume_gives_the_weights_of_an_uninterrupted_run(tmp_path:
     assert full.returncode == 0, full.stderr[-3000:]
     (full_run,) = (tmp_path / "full" / "outputs" / "train" / "runs").iterdir()
 
-    proc = _start_cli(common, tmp_path / "killed")
+    proc = start_cli(common, tmp_path / "killed", output=subprocess.DEVNULL)
     kill_after = random.Random().choice([3, 5, 7, 9, 11])  # an arbitrary step
     deadline = time.monotonic() + 300
     steps: list[Path] = []

@@ -12,8 +12,6 @@ from __future__ import annotations
 import csv
 import os
 import signal
-import subprocess
-import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -21,7 +19,7 @@ from typing import Any
 import lightning as L
 import pytest
 import torch
-from helpers import TINY, compose_config, run_cli
+from helpers import TINY, compose_config, run_cli, start_cli
 
 from gaitgl_lightning.curves import ResumableCSVLogger
 from gaitgl_lightning.errors import ConfigError, Stopped
@@ -160,19 +158,6 @@ def test_ckpt_path_takes_a_run_dir(tmp_path: Path) -> None:
 
 
 # ----------------------------------------------------------------------------- the CLI (slow)
-def _start(args: list[str], root: Path) -> subprocess.Popen[str]:
-    root.mkdir(parents=True, exist_ok=True)
-    env = {**os.environ, "GAITGL_ROOT": str(root), "WANDB_MODE": "offline"}
-    return subprocess.Popen(
-        [sys.executable, "-m", "gaitgl_lightning", *args],
-        cwd=root,
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
-
-
 @pytest.mark.slow
 @pytest.mark.timeout(3600)  # three CLI runs; a busy 2-core machine takes minutes for each
 @pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGKILL])
@@ -192,7 +177,7 @@ def test_a_run_killed_after_its_first_evaluation_resumes_from_its_run_dir(
     assert full.returncode == 0, full.stderr[-3000:]
     (full_run,) = (tmp_path / "full" / "outputs" / "train" / "runs").iterdir()
 
-    proc = _start(common, tmp_path / "killed")
+    proc = start_cli(common, tmp_path / "killed")
     deadline = time.monotonic() + 1500
     while time.monotonic() < deadline and proc.poll() is None:
         found = list((tmp_path / "killed" / "outputs").glob("train/runs/*/checkpoints/*r1_*"))
