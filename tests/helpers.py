@@ -45,12 +45,24 @@ def model_config(name: str, *overrides: str) -> DictConfig:
     return cfg.model
 
 
+def cli_env(root: Path, **extra: str) -> dict[str, str]:
+    """The environment of a CLI subprocess: a fresh user's shell, outputs under ``root``.
+
+    ``WANDB_SERVICE`` is dropped: an in-process test that used W&B leaves it in ``os.environ``,
+    and a subprocess that inherits it attaches to the pytest process's W&B service instead of
+    starting its own. A killed run's stream then stays open in that service, and its resume
+    fails with "run ID ... is in use" (seen in CI); a user's resumed run never shares one.
+    """
+    env = {k: v for k, v in os.environ.items() if k != "WANDB_SERVICE"}
+    return {**env, "GAITGL_ROOT": str(root), "WANDB_MODE": "offline", **extra}
+
+
 def run_cli(
     args: Sequence[str], root: Path, timeout: int = 600
 ) -> subprocess.CompletedProcess[str]:
     """Run ``python -m gaitgl_lightning`` in a subprocess (DDP and multirun need a real CLI)."""
     root.mkdir(parents=True, exist_ok=True)
-    env = {**os.environ, "GAITGL_ROOT": str(root), "WANDB_MODE": "offline", "PYTHONUNBUFFERED": "1"}
+    env = cli_env(root, PYTHONUNBUFFERED="1")
     return subprocess.run(
         [sys.executable, "-m", "gaitgl_lightning", *args],
         cwd=root,
@@ -98,7 +110,7 @@ def start_cli(
 ) -> subprocess.Popen[str]:
     """Start ``python -m gaitgl_lightning`` without waiting (a test that signals or kills it)."""
     root.mkdir(parents=True, exist_ok=True)
-    env = {**os.environ, "GAITGL_ROOT": str(root), "WANDB_MODE": "offline"}
+    env = cli_env(root)
     return subprocess.Popen(
         [sys.executable, "-m", "gaitgl_lightning", *args],
         cwd=root,

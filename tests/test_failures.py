@@ -19,7 +19,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from helpers import TINY, compose_config, run_cli, start_cli
+from helpers import TINY, cli_env, compose_config, run_cli, start_cli
 
 from gaitgl_lightning.checkpointing import newest_checkpoint
 from gaitgl_lightning.data.samplers import EvalShardSampler
@@ -106,12 +106,7 @@ FAULT_SCRIPT = Path(__file__).with_name("ddp_fault.py")
 
 
 def _ddp_with_fault(tmp_path: Path, fault: str, *extra: str) -> subprocess.CompletedProcess[str]:
-    env = {
-        **os.environ,
-        "GAITGL_ROOT": str(tmp_path),
-        "WANDB_MODE": "offline",
-        "GAITGL_TEST_FAULT": fault,
-    }
+    env = cli_env(tmp_path, GAITGL_TEST_FAULT=fault)
     args = [*TINY, *QUIET, "trainer=ddp_cpu", "eval_every=4", "trainer.max_steps=8", *extra]
     start = time.monotonic()
     proc = subprocess.run(

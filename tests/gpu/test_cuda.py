@@ -5,14 +5,13 @@ CUDA (NCCL sharing: without two GPUs)."""
 
 from __future__ import annotations
 
-import os
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 import torch
-from helpers import TINY, compose_config
+from helpers import TINY, cli_env, compose_config
 
 from gaitgl_lightning.models import GaitGL, MaskStrategy
 from gaitgl_lightning.run import build_datamodule, build_module, build_trainer
@@ -87,12 +86,7 @@ def test_padded_batch_evaluation_equals_one_at_a_time_on_the_gpu() -> None:
 @pytest.mark.skipif(torch.cuda.device_count() < 2, reason="NCCL sharing needs two GPUs")
 def test_a_failure_on_one_nccl_rank_ends_both(tmp_path: Path) -> None:
     script = Path(__file__).parents[1] / "ddp_fault.py"
-    env = {
-        **os.environ,
-        "GAITGL_ROOT": str(tmp_path),
-        "WANDB_MODE": "offline",
-        "GAITGL_TEST_FAULT": "train_forward_rank1",
-    }
+    env = cli_env(tmp_path, GAITGL_TEST_FAULT="train_forward_rank1")
     args = [
         *TINY,
         "eval_best=false",
