@@ -17,6 +17,7 @@ import logging
 from pathlib import Path
 from typing import Any
 
+import pandas as pd
 from lightning.fabric.loggers.logger import rank_zero_experiment
 from lightning.pytorch.loggers import CSVLogger
 from lightning.pytorch.loggers.csv_logs import ExperimentWriter
@@ -132,3 +133,41 @@ def continue_curves(loggers: list[Any], run_dir: Path, step: int) -> None:
             if wandb_id:
                 logger._wandb_init.update(id=wandb_id, resume="allow")
                 logger._id = wandb_id
+                backfill_wandb(logger, run_dir, step)
+
+
+def rows_missing_from_wandb(run_dir: Path, step: int) -> pd.DataFrame:
+    """The CSV rows before ``step`` that the run's earlier W&B segments do not hold.
+
+    Why: W&B's offline writer loses the rows it had not flushed when its process is killed
+    (SIGKILL, an OOM kill, a node lost), so the killed segment ends before the checkpoint the run
+    resumes from; the CSV file, written row by row, still holds them.
+    """
+    from gaitgl_lightning.analysis.history import read_csv_history, read_wandb_segments, wandb_dirs
+
+    if not (run_dir / "csv" / "metrics.csv").is_file():
+        return pd.DataFrame()
+    try:
+        csv_rows = read_csv_history(run_dir)
+    except (ValueError, FileNotFoundError):
+        return pd.DataFrame()
+    try:
+        last = int(read_wandb_segments(wandb_dirs(run_dir)).index.max())
+    except ValueError:  # no earlier segment wrote a row
+        last = -1
+    return csv_rows[(csv_rows.index > last) & (csv_rows.index < step)]
+
+
+def backfill_wandb(logger: Any, run_dir: Path, step: int) -> None:
+    """Log into the resumed W&B segment, first, the rows a killed segment lost (see above), at
+    their own steps, so that the joined W&B curves hold every step once, as the CSV does."""
+    missing = rows_missing_from_wandb(run_dir, step)
+    for at, row in missing.iterrows():
+        logger.log_metrics({k: float(v) for k, v in row.dropna().items()}, step=int(at))
+    if len(missing):
+        log.info(
+            "W&B: logged again the %d rows (steps %d-%d) that the stopped run's W&B writer lost",
+            len(missing),
+            int(missing.index.min()),
+            int(missing.index.max()),
+        )
