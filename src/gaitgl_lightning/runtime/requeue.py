@@ -93,14 +93,7 @@ class RequeueOnSignal(Callback):
             log.info("preemption warning after training: requeueing now")
             self._requeue()
 
-    def on_train_batch_end(
-        self,
-        trainer: L.Trainer,
-        pl_module: L.LightningModule,
-        outputs: Any,
-        batch: Any,
-        batch_idx: int,
-    ) -> None:
+    def on_train_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, *_: Any) -> None:
         if self._active:
             self._save_and_requeue_if_warned(trainer)
 

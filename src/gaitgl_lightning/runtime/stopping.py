@@ -72,14 +72,7 @@ class StopOnSignal(Callback):
             raise KeyboardInterrupt  # pressed twice: stop now
         self.received = signum
 
-    def on_train_batch_end(
-        self,
-        trainer: L.Trainer,
-        pl_module: L.LightningModule,
-        outputs: Any,
-        batch: Any,
-        batch_idx: int,
-    ) -> None:
+    def on_train_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, *_: Any) -> None:
         if not self._previous:
             return
         # Every rank takes part: a signal seen by any rank stops all of them, at one step.
