@@ -17,7 +17,7 @@ from hydra import compose, initialize_config_dir
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import open_dict
 
-from gaitgl_lightning.run import build_datamodule, build_module
+from gaitgl_lightning.runtime.tasks import build_datamodule, build_module
 
 CONF = Path(__file__).resolve().parents[1] / "conf"
 PROXY = [

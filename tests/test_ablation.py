@@ -17,8 +17,9 @@ from typing import Any
 import pytest
 import yaml
 
-from gaitgl_lightning import cli, run
+from gaitgl_lightning import cli
 from gaitgl_lightning.analysis.report import report
+from gaitgl_lightning.runtime import tasks as run
 
 ARMS = ("glcl_nomask", "strip_v")
 SEEDS = (0, 1)

@@ -15,9 +15,13 @@ from helpers import assert_one_line_error, compose_config, run_cli
 from hydra.utils import instantiate
 from omegaconf import DictConfig
 
-from gaitgl_lightning.checkpoint import load_initial_weights, read_checkpoint, read_checkpoint_any
 from gaitgl_lightning.errors import CheckpointError
-from gaitgl_lightning.run import evaluate_checkpoint, extract, train
+from gaitgl_lightning.runtime.checkpoints import (
+    load_initial_weights,
+    read_checkpoint,
+    read_checkpoint_any,
+)
+from gaitgl_lightning.runtime.tasks import evaluate_checkpoint, extract, train
 
 OPENGAIT_EVAL = [
     "trainer=cpu",
@@ -146,7 +150,7 @@ def test_task_eval_keeps_the_composed_test_time_mask_settings() -> None:
     checkpoint with `none` and with `mean` (before this, both ran the stored `none`)."""
     from omegaconf import OmegaConf
 
-    from gaitgl_lightning.run import _use_stored_model
+    from gaitgl_lightning.runtime.tasks import _use_stored_model
 
     trained = {"channels": [4, 8, 8], "mask": {"strategy": "strip_v", "eval_mode": "none"}}
     state = {"gaitgl": {"config": {"model": trained}}}

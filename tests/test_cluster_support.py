@@ -21,7 +21,7 @@ from lightning.pytorch.callbacks import Callback
 
 from gaitgl_lightning.datamodule import store_lock
 from gaitgl_lightning.resolvers import run_stamp
-from gaitgl_lightning.run import train
+from gaitgl_lightning.runtime.tasks import train
 
 _SLURM = ("SLURM_JOB_ID", "SLURM_STEP_ID", "SLURM_JOB_NAME", "SLURM_ARRAY_JOB_ID")
 

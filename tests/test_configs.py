@@ -119,7 +119,7 @@ def test_data_seed_and_training_seed_are_apart(tmp_path: Path) -> None:
 
 
 def test_deviation_from_the_recipe_is_reported(tmp_path: Path) -> None:
-    from gaitgl_lightning.run import recipe_deviations
+    from gaitgl_lightning.runtime.tasks import recipe_deviations
 
     assert recipe_deviations(compose_config(["+experiment=casia_b"], tmp_path)) == []
     changed = compose_config(

@@ -21,10 +21,10 @@ import pytest
 import torch
 from helpers import TINY, cli_env, compose_config, run_cli, start_cli
 
-from gaitgl_lightning.checkpointing import newest_checkpoint
 from gaitgl_lightning.data.samplers import EvalShardSampler
 from gaitgl_lightning.errors import EvaluationError
-from gaitgl_lightning.run import train
+from gaitgl_lightning.runtime.checkpoints import newest_checkpoint
+from gaitgl_lightning.runtime.tasks import train
 
 QUIET = ["eval_best=false", "baseline_gei=false"]
 

@@ -11,7 +11,7 @@ from as_shipped import gait3d, tiny_run
 from helpers import compose_config, run_cli
 
 from gaitgl_lightning.errors import ConfigError
-from gaitgl_lightning.run import evaluate_checkpoint, train
+from gaitgl_lightning.runtime.tasks import evaluate_checkpoint, train
 
 
 def _check_probe_set(result: dict, partition: Path, probes: int) -> None:

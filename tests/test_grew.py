@@ -12,7 +12,7 @@ import pytest
 from as_shipped import grew, grew_pkl, tiny_run
 from helpers import compose_config, run_cli
 
-from gaitgl_lightning.run import evaluate_checkpoint, prepare, train
+from gaitgl_lightning.runtime.tasks import evaluate_checkpoint, prepare, train
 
 HEADER = ["videoId", *(f"rank{k}" for k in range(1, 21))]
 

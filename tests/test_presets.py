@@ -16,7 +16,7 @@ from as_shipped import casia_b, casia_b_pkl, oumvlp, tiny_run
 from helpers import compose_config
 
 from gaitgl_lightning import config_dir
-from gaitgl_lightning.run import prepare, train
+from gaitgl_lightning.runtime.tasks import prepare, train
 
 README = Path(__file__).resolve().parents[1] / "README.md"
 

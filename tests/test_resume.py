@@ -21,11 +21,11 @@ import pytest
 import torch
 from helpers import TINY, compose_config, run_cli, start_cli
 
-from gaitgl_lightning.curves import ResumableCSVLogger
 from gaitgl_lightning.errors import ConfigError, Stopped
 from gaitgl_lightning.fileio import atomic_write_text
-from gaitgl_lightning.resume import resume_arguments
-from gaitgl_lightning.run import train
+from gaitgl_lightning.runtime.curves import ResumableCSVLogger
+from gaitgl_lightning.runtime.resume import resume_arguments
+from gaitgl_lightning.runtime.tasks import train
 
 QUIET = ["eval_best=false", "baseline_gei=false"]
 

@@ -14,7 +14,7 @@ from synthetic_trees import write_png_tree
 
 from gaitgl_lightning.data.synthetic import SyntheticGait
 from gaitgl_lightning.errors import MissingDataError
-from gaitgl_lightning.run import extract, prepare, train
+from gaitgl_lightning.runtime.tasks import extract, prepare, train
 
 
 def _raw_tree(root: Path) -> tuple[Path, Path]:

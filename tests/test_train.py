@@ -12,7 +12,7 @@ from helpers import TINY, compose_config
 
 from gaitgl_lightning import __version__
 from gaitgl_lightning.module import NonFiniteLossError
-from gaitgl_lightning.run import train
+from gaitgl_lightning.runtime.tasks import train
 
 
 def _metrics_rows(run: Path) -> list[dict[str, str]]:

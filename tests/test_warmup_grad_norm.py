@@ -12,7 +12,7 @@ from helpers import TINY, compose_config
 from hydra.utils import instantiate
 
 from gaitgl_lightning.module import GaitGLModule
-from gaitgl_lightning.run import train
+from gaitgl_lightning.runtime.tasks import train
 from gaitgl_lightning.schedules import warmup_multistep
 
 

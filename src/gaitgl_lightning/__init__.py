@@ -1,8 +1,9 @@
 """GaitGL (Lin et al., journal version) as a PyTorch Lightning + Hydra experiment package.
 
 The sub-packages are layered: ``models``, ``losses``, ``data`` and ``evaluation`` are plain
-torch / numpy and know nothing of Lightning or Hydra; ``module``, ``datamodule`` and ``run`` glue
-them; ``cli`` is the only Hydra entry point.
+torch / numpy and know nothing of Lightning or Hydra; ``module`` and ``datamodule`` glue them;
+``runtime`` holds the run lifecycle (tasks, checkpoints, the evaluation callback, signals,
+failures); ``cli`` is the only Hydra entry point.
 """
 
 from __future__ import annotations

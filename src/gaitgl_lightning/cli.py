@@ -34,7 +34,7 @@ from omegaconf.errors import (
 
 from gaitgl_lightning import config_dir, errors
 from gaitgl_lightning.errors import ConfigError, GaitGLError, Stopped
-from gaitgl_lightning.resume import remove_empty_run_dir, resume_arguments
+from gaitgl_lightning.runtime.resume import remove_empty_run_dir, resume_arguments
 from gaitgl_lightning.suggest import with_suggestion
 
 log = logging.getLogger(__name__)
@@ -117,7 +117,7 @@ def _multirun() -> bool:
 
 @hydra.main(config_path=str(config_dir()), config_name="train", version_base="1.3")
 def _main(cfg: DictConfig) -> Any:
-    from gaitgl_lightning.run import run_task  # heavy imports after Hydra parsed the CLI
+    from gaitgl_lightning.runtime.tasks import run_task  # heavy imports after Hydra parsed the CLI
 
     guard_multirun_ddp(cfg)
     try:
@@ -238,7 +238,7 @@ def main() -> None:
     """Entry point of ``python -m gaitgl_lightning`` and of the ``gaitgl`` script."""
     wandb_default_offline()
     os.environ.setdefault("WANDB_START_METHOD", "thread")
-    try:  # resume=<run dir>: the run's own overrides first (gaitgl_lightning.resume)
+    try:  # resume=<run dir>: the run's own overrides first (gaitgl_lightning.runtime.resume)
         sys.argv[1:] = resume_arguments(sys.argv[1:])
     except GaitGLError as err:
         _exit_with(_one_line(str(err)))

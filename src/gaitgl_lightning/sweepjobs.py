@@ -29,8 +29,8 @@ import yaml
 from lightning.pytorch.utilities import rank_zero_info
 from omegaconf import DictConfig, OmegaConf, open_dict
 
-from gaitgl_lightning.checkpointing import newest_checkpoint
 from gaitgl_lightning.errors import ConfigError
+from gaitgl_lightning.runtime.checkpoints import newest_checkpoint
 
 log = logging.getLogger(__name__)
 

@@ -18,9 +18,9 @@ from gaitgl_lightning.analysis import (
     find_runs,
     tsne_2d,
 )
-from gaitgl_lightning.checkpoint import load_network
 from gaitgl_lightning.data.meta import SequenceMeta
 from gaitgl_lightning.errors import CheckpointError
+from gaitgl_lightning.runtime.checkpoints import load_network
 
 
 def _meta(subjects: int, per: int) -> SequenceMeta:

@@ -14,7 +14,8 @@ import torch
 from helpers import TINY, cli_env, compose_config
 
 from gaitgl_lightning.models import GaitGL, MaskStrategy
-from gaitgl_lightning.run import build_datamodule, build_module, build_trainer
+from gaitgl_lightning.runtime.evaluation import Evaluation
+from gaitgl_lightning.runtime.tasks import build_datamodule, build_module, build_trainer
 
 pytestmark = [
     pytest.mark.gpu,
@@ -44,13 +45,12 @@ def test_every_tensor_of_module_and_metric_is_on_the_device(tmp_path: Path) -> N
     trainer.fit(module, datamodule=datamodule)
     assert all(p.device.type == "cuda" for p in module.parameters())
     assert all(b.device.type == "cuda" for b in module.buffers())
-    metric = module.eval_metric
+    evaluation = Evaluation.of(trainer)
+    metric = evaluation.metric
     assert metric is not None and metric.device.type == "cuda"
-    module.eval_metric.update(  # type: ignore[union-attr]
-        torch.zeros(2, 8, 4, device="cuda"), torch.arange(2, device="cuda")
-    )
+    metric.update(torch.zeros(2, 8, 4, device="cuda"), torch.arange(2, device="cuda"))
     assert all(t.device.type == "cuda" for t in metric.embeddings)  # type: ignore[attr-defined]
-    assert module.evaluated_at == 4 and module.last_result is not None
+    assert evaluation.evaluated_at == 4 and evaluation.last_result is not None
 
 
 @pytest.mark.parametrize("mask", ["strip_v", "pixel", "part_h"])

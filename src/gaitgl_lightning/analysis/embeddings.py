@@ -17,12 +17,12 @@ from torch.utils.data import DataLoader
 
 from gaitgl_lightning.analysis.runs import RunInfo
 from gaitgl_lightning.analysis.tables import model_kind, table5_row
-from gaitgl_lightning.checkpoint import load_network
 from gaitgl_lightning.data.datasets import EvalSequences, collate
 from gaitgl_lightning.data.meta import SequenceMeta
 from gaitgl_lightning.data.store import StoreError
 from gaitgl_lightning.datamodule import data_module_from_config
 from gaitgl_lightning.models import silhouettes_to_input
+from gaitgl_lightning.runtime.checkpoints import load_network
 
 
 @dataclass

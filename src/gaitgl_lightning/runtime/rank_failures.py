@@ -1,7 +1,11 @@
-"""A failure that no collective can carry to the other ranks still ends every rank.
+"""A failure on one rank ends every rank: the one place where failures cross ranks.
 
-Why: failures inside a training or evaluation step are shared by a collective every rank enters
-(``GaitGLModule._share_failure``). Two kinds cannot be shared that way: a failure outside the
+Failures inside a training or evaluation step are shared by a collective every rank enters
+(:func:`share_failure`, :func:`failures_shared`): when any rank failed, every rank raises, the
+failing rank its own exception, the others :class:`~gaitgl_lightning.errors.RankFailure` with its
+message, and during ``fit`` a checkpoint of the step is saved first, so no training is lost.
+
+Two kinds cannot be shared that way: a failure outside the
 step (a data-loader worker's, raised when the rank fetches its next batch) and one that leaves
 the other ranks inside a collective the failing rank never enters (SyncBN's all-gather in the
 forward pass, while the failing rank waits in the sharing all-reduce). The other ranks then wait
@@ -23,16 +27,27 @@ command line to stay silent on the ranks that only relay it).
 
 from __future__ import annotations
 
+import logging
 import os
 import sys
 import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
 import lightning as L
 import torch.distributed as dist
 from lightning.pytorch.callbacks import Callback
 
-from gaitgl_lightning.errors import GaitGLError, mark_reported_elsewhere, reported_elsewhere
+from gaitgl_lightning.errors import (
+    GaitGLError,
+    RankFailure,
+    mark_reported_elsewhere,
+    reported_elsewhere,
+)
+from gaitgl_lightning.runtime.checkpoints import save_failure_checkpoint
+
+log = logging.getLogger(__name__)
 
 #: The store key; its value is ``<rank>\t<kind>\t<message>``.
 KEY = "gaitgl/rank_failure"
@@ -44,6 +59,11 @@ ALONE, SHARING = "alone", "sharing"
 def describe(err: BaseException) -> str:
     """What other ranks are told of a failure: a family error's message, else type and message."""
     return str(err) if isinstance(err, GaitGLError) else f"{type(err).__name__}: {err}"
+
+
+def failure_message(err: BaseException | None) -> str | None:
+    """:func:`describe` of a failure, None for none (what a rank sends when all went well)."""
+    return None if err is None else describe(err)
 
 
 def _store() -> Any:
@@ -175,3 +195,61 @@ def shared(err: BaseException, quiet: bool) -> BaseException:
     if quiet:
         mark_reported_elsewhere(err)
     return err
+
+
+# --------------------------------------------------------------------------------- collectives
+def _all_gather_object(obj: Any) -> list[Any]:
+    """``obj`` of every rank, in rank order (just ``[obj]`` without a process group)."""
+    if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() == 1:
+        return [obj]
+    out: list[Any] = [None] * dist.get_world_size()
+    dist.all_gather_object(out, obj)
+    return out
+
+
+def share_failure(trainer: L.Trainer, failure: Exception | None, where: str) -> None:
+    """A collective every rank enters: when any rank failed, every rank raises.
+
+    One boolean all-reduce when all is well; the messages are gathered only on failure.
+    A failing rank first writes its message where the other ranks' watchers read it
+    (:class:`FailureWatch`): a rank held in another collective (SyncBN) still ends."""
+    if failure is not None:
+        announce(describe(failure), SHARING)
+    if trainer.strategy.reduce_boolean_decision(failure is None, all=True):
+        return
+    raise_if_failed(trainer, _all_gather_object(failure_message(failure)), failure, where)
+
+
+@contextmanager
+def failures_shared(trainer: L.Trainer, where: str) -> Iterator[None]:
+    """Run the block on every rank, then :func:`share_failure` what it raised (or nothing)."""
+    failure: Exception | None = None
+    try:
+        yield
+    except Exception as err:  # shared below, before any later collective
+        failure = err
+    share_failure(trainer, failure, where)
+
+
+def raise_if_failed(
+    trainer: L.Trainer, messages: list[str | None], own: Exception | None, where: str
+) -> None:
+    """Raise on every rank when any message (indexed by rank) reports a failure: the failing
+    rank its own exception, the others ``RankFailure`` with its message. During ``fit`` a
+    checkpoint is saved first (every rank takes part), so no training is lost."""
+    failed = [(rank, m) for rank, m in enumerate(messages) if m is not None]
+    if not failed:
+        return
+    saved = save_failure_checkpoint(trainer)
+    rank, message = failed[0]
+    note = f"; saved {saved}: fix the cause and resume with ckpt_path=last" if saved else ""
+    # The line is printed once: by the lowest rank that failed with it.
+    me = trainer.global_rank
+    printed_below = any(m == failure_message(own) for r, m in failed if r < me)
+    if own is not None and not isinstance(own, GaitGLError):
+        log.error("rank %d failed %s: %s%s", me, where, describe(own), note)
+        raise shared(own, quiet=printed_below)  # a bug: keep its traceback
+    if own is not None:
+        own.args = (f"{own}{note}",)
+        raise shared(own, quiet=printed_below)
+    raise shared(RankFailure(f"rank {rank} failed {where}: {message}{note}"), quiet=True)

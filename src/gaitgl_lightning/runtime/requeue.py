@@ -16,7 +16,7 @@ step to end: a warning during the last evaluation inside ``fit`` is handled when
 (``hpc_ckpt_<n>.ckpt`` of the final weights, then the requeue); one during the evaluations after
 ``fit`` requeues at once, since ``last.ckpt`` holds the final weights already. A requeued job
 (``SLURM_RESTART_COUNT`` > 0) given no ``ckpt_path`` resumes from the newest checkpoint of its
-run dir (:func:`requeued_checkpoint`), so it finishes the evaluation instead of training again;
+run dir (``checkpoints.requeued_checkpoint``), so it finishes the evaluation instead of training again;
 that is also what resumes a submitit sweep's job, which SLURM starts again with its original
 arguments after a preemption.
 """
@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import logging
 import os
-import re
 import signal
 import subprocess
 import threading
@@ -37,20 +36,9 @@ import lightning as L
 from lightning.fabric.plugins.environments import SLURMEnvironment
 from lightning.pytorch.callbacks import Callback
 
-from gaitgl_lightning.checkpointing import newest_checkpoint
+from gaitgl_lightning.runtime.checkpoints import next_hpc_checkpoint
 
 log = logging.getLogger(__name__)
-
-
-def next_hpc_checkpoint(run_dir: Path) -> Path:
-    """``hpc_ckpt_<n+1>.ckpt`` after the newest ``hpc_ckpt_<n>.ckpt`` of ``run_dir`` (the
-    names Lightning looks for when a SLURM job starts)."""
-    numbers = [
-        int(m.group(1))
-        for p in run_dir.glob("hpc_ckpt_*.ckpt")
-        if (m := re.fullmatch(r"hpc_ckpt_(\d+)\.ckpt", p.name))
-    ]
-    return run_dir / f"hpc_ckpt_{max(numbers, default=0) + 1}.ckpt"
 
 
 def slurm_job_id() -> str | None:
@@ -105,14 +93,7 @@ class RequeueOnSignal(Callback):
             log.info("preemption warning after training: requeueing now")
             self._requeue()
 
-    def on_train_batch_end(
-        self,
-        trainer: L.Trainer,
-        pl_module: L.LightningModule,
-        outputs: Any,
-        batch: Any,
-        batch_idx: int,
-    ) -> None:
+    def on_train_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, *_: Any) -> None:
         if self._active:
             self._save_and_requeue_if_warned(trainer)
 
@@ -179,27 +160,3 @@ def release_signal_handlers(trainer: L.Trainer) -> None:
     for callback in trainer.callbacks:  # type: ignore[attr-defined]
         if isinstance(callback, RequeueOnSignal):
             callback.release()
-
-
-def requeued_checkpoint(run_dir: Path) -> str | None:
-    """The checkpoint a requeued SLURM job resumes from when no ``ckpt_path`` is given: the
-    newest of its run dir (``hpc_ckpt_*.ckpt`` and ``checkpoints/``); None for a first start.
-
-    Why: Lightning itself looks only for ``hpc_ckpt_*.ckpt``, which exists only when a warning
-    came during training; a job preempted without one (submitit's sweeps, whose own handler
-    requeues with the original arguments), or warned after training, would start over."""
-    try:
-        restarts = int(os.environ.get("SLURM_RESTART_COUNT", "0"))
-    except ValueError:
-        restarts = 0
-    if restarts < 1:
-        return None
-    found = list(run_dir.glob("hpc_ckpt_*.ckpt"))
-    newest = newest_checkpoint(run_dir / "checkpoints")
-    if newest is not None:
-        found.append(newest)
-    if not found:
-        return None
-    path = max(found, key=lambda p: p.stat().st_mtime_ns)
-    log.info("requeued SLURM job (restart %d): resuming from %s", restarts, path)
-    return str(path)

@@ -1,7 +1,10 @@
 """The tasks behind the command line: ``train``, ``eval``, ``extract`` and ``prepare``.
 
 Each takes a composed Hydra config (a ``DictConfig``) and returns plain data, so that tests can
-call them with a config from Hydra's compose API without going through ``@hydra.main``.
+call them with a config from Hydra's compose API without going through ``@hydra.main``. A task
+builds the objects (data module, module, Trainer with its callbacks) and calls the Trainer; which
+checkpoint to resume from and which to keep is ``checkpoints``', the evaluation's result and its
+reuse are ``evaluation.Evaluation``'s.
 """
 
 from __future__ import annotations
@@ -18,22 +21,22 @@ import numpy as np
 import torch
 from hydra.core.hydra_config import HydraConfig
 from hydra.utils import instantiate
-from lightning.fabric.plugins.environments import SLURMEnvironment
 from lightning.pytorch.callbacks import ProgressBar
 from lightning.pytorch.utilities import rank_zero_only
 from lightning.pytorch.utilities.exceptions import SIGTERMException
 from omegaconf import DictConfig, OmegaConf, open_dict
 
 from gaitgl_lightning import __version__
-from gaitgl_lightning.checkpointing import AtomicCheckpointIO, newest_checkpoint
 from gaitgl_lightning.console import print_run_summary, quiet_lightning
-from gaitgl_lightning.curves import continue_curves
 from gaitgl_lightning.datamodule import GaitDataModule
-from gaitgl_lightning.errors import CheckpointError, ConfigError, MissingCheckpointError, Stopped
+from gaitgl_lightning.errors import ConfigError, Stopped
 from gaitgl_lightning.fileio import atomic_write_json, atomic_write_text
 from gaitgl_lightning.module import GaitGLModule
-from gaitgl_lightning.requeue import release_signal_handlers, requeued_checkpoint
-from gaitgl_lightning.stopping import resume_hint
+from gaitgl_lightning.runtime import checkpoints
+from gaitgl_lightning.runtime.curves import continue_curves
+from gaitgl_lightning.runtime.evaluation import Evaluation
+from gaitgl_lightning.runtime.requeue import release_signal_handlers
+from gaitgl_lightning.runtime.stopping import resume_hint
 from gaitgl_lightning.sweepjobs import previous_result
 
 log = logging.getLogger(__name__)
@@ -78,20 +81,21 @@ def build_module(cfg: DictConfig, num_classes: int | None = None) -> GaitGLModul
         scheduler=scheduler,
         seed=int(cfg.seed),
         run_config=_as_dict(cfg),
-        submission_dir=str(output_dir(cfg) / "submissions"),
     )
 
 
 def build_trainer(cfg: DictConfig, **overrides: Any) -> L.Trainer:
-    """The Trainer with the configured callbacks and loggers."""
+    """The Trainer with the configured callbacks and loggers, and the run's ``Evaluation``
+    (what the module's validation and test steps feed; submission files go to the run dir)."""
     callbacks = [instantiate(c) for c in (cfg.get("callbacks") or {}).values() if c]
     if not cfg.trainer.get("enable_progress_bar", True):
         callbacks = [c for c in callbacks if not isinstance(c, ProgressBar)]
+    callbacks.append(Evaluation(submission_dir=str(output_dir(cfg) / "submissions")))
     loggers = [instantiate(c) for c in (cfg.get("logger") or {}).values() if c]
     kwargs: dict[str, Any] = {
         "callbacks": callbacks,
         "logger": loggers or False,
-        "plugins": [AtomicCheckpointIO()],
+        "plugins": [checkpoints.AtomicCheckpointIO()],
     }
     kwargs.update(overrides)
     return instantiate(cfg.trainer, **kwargs)
@@ -107,73 +111,38 @@ def close_loggers() -> None:
         wandb.finish()
 
 
-def _resolve_ckpt(cfg: DictConfig) -> str | None:
-    """``ckpt_path``: ``last`` means the newest checkpoint of this run dir's ``checkpoints/``
-    (a step checkpoint, ``last.ckpt``, one saved when an evaluation failed or a signal stopped
-    the run); a run dir (or its ``checkpoints/``) means that run's newest checkpoint."""
-    ckpt = cfg.get("ckpt_path")
-    if ckpt in (None, ""):
-        return None
-    if str(ckpt) == "last":
-        folder = output_dir(cfg) / "checkpoints"
-        newest = newest_checkpoint(folder)
-        if newest is None:
-            raise MissingCheckpointError(
-                f"ckpt_path=last: no checkpoint in {folder}; resume a run with "
-                "resume=<its run dir>, or give ckpt_path=<file>"
-            )
-        log.info("ckpt_path=last: resuming from %s", newest)
-        return str(newest)
-    path = Path(str(ckpt))
-    if path.is_dir():
-        folder = path / "checkpoints" if (path / "checkpoints").is_dir() else path
-        newest = newest_checkpoint(folder)
-        if newest is None:
-            raise MissingCheckpointError(f"ckpt_path={ckpt}: a folder with no *.ckpt under it")
-        log.info("ckpt_path=%s: the newest checkpoint there, %s", ckpt, newest)
-        return str(newest)
-    if not path.is_file():
-        raise MissingCheckpointError(f"ckpt_path={ckpt}: no checkpoint file there")
-    return str(ckpt)
+def _ckpt_path(cfg: DictConfig) -> str | None:
+    """The checkpoint ``ckpt_path`` names (``checkpoints.resolve_ckpt_path``)."""
+    return checkpoints.resolve_ckpt_path(cfg.get("ckpt_path"), output_dir(cfg))
 
 
 # --------------------------------------------------------------------------------- tasks
 def train(cfg: DictConfig) -> dict[str, Any]:
     """Fit by iterations, then evaluate the final and (optionally) the best checkpoint."""
     L.seed_everything(int(cfg.seed), workers=True)
-    ckpt = _resolve_ckpt(cfg) or requeued_checkpoint(output_dir(cfg))
+    ckpt = _ckpt_path(cfg) or checkpoints.requeued_checkpoint(output_dir(cfg))
     datamodule = build_datamodule(cfg)
     module = build_module(cfg)
     # Checked before anything is written: a checkpoint that does not fit stops with one line.
-    resumed_step = _resumable(ckpt, module)
+    resumed_step = checkpoints.resumable_step(ckpt, module.net)
     trainer = build_trainer(cfg)
+    evaluation = Evaluation.of(trainer)
     if ckpt is not None:
         continue_curves(trainer.loggers, output_dir(cfg), resumed_step)
     _log_setup(cfg, trainer)
     _save_resolved_config(cfg)
     try:
-        _start_from(cfg, module)
+        checkpoints.start_from(cfg.get("init_weights"), module.net)
         trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt, weights_only=True)
-        _save_last(trainer)
+        checkpoints.save_last(trainer)
         metrics: dict[str, Any] = {"version": __version__, "steps": trainer.global_step}
-        # The evaluation at the last step already scored these weights: reuse it rather than
-        # run the whole evaluation set through the network again (the same on every rank).
-        at_end = module.evaluated_at == trainer.global_step
-        if at_end and module.last_result is not None:
-            log.info("final evaluation: the step-%d evaluation (same weights)", trainer.global_step)
-            metrics["final"] = dict(module.last_result.to_dict())
-        elif at_end and not trainer.is_global_zero:
-            metrics["final"] = {}  # rank 0 holds the result and writes metrics.json
-        else:
-            metrics["final"] = _evaluate(
-                trainer.validate, module, datamodule, ckpt_path=_trained_weights(trainer)
-            )
-        best = _best_checkpoint(trainer)
+        metrics["final"] = evaluation.final(trainer, module, datamodule)
+        best = checkpoints.best_checkpoint(trainer)
         if cfg.get("eval_best", True) and best:
             # Lightning's test loop, logged as test/*: val/* only ever holds the weights of the
             # step it is logged at. Always run, also when the best is the final checkpoint, so
             # that every run's logs hold test/* the same way.
-            metrics["best"] = _evaluate(trainer.test, module, datamodule, ckpt_path=best)
+            metrics["best"] = evaluation.run(trainer.test, module, datamodule, ckpt_path=best)
             metrics["best"]["checkpoint"] = best
         if cfg.get("baseline_gei", False):
             metrics["baseline_gei"] = _gei_baseline(datamodule, module)
@@ -195,61 +164,6 @@ def _add_mask_signature(metrics: dict[str, Any], module: GaitGLModule) -> None:
     signature = getattr(module.net, "mask_signature", None)
     if callable(signature):
         metrics["masks"] = signature()
-
-
-def _save_last(trainer: L.Trainer) -> None:
-    """Write ``last.ckpt`` at the final step (Lightning does not validate, so does not save,
-    when the last step falls on the evaluation interval). Runs on every rank; rank 0 writes."""
-    callback = trainer.checkpoint_callback
-    dirpath = getattr(callback, "dirpath", None)
-    if callback is not None and dirpath and getattr(callback, "save_last", False):
-        trainer.save_checkpoint(Path(dirpath) / "last.ckpt")
-
-
-def _trained_weights(trainer: L.Trainer) -> str | None:
-    """The ``ckpt_path`` that evaluates the weights fit ended with: ``None``, except in a SLURM job
-    that was requeued. There Lightning reads ``None`` as the run dir's newest ``hpc_ckpt_*.ckpt``
-    (how its auto-requeue resumes), an older state; a checkpoint of the final weights is named
-    instead (``last.ckpt``, or one written now). Runs on every rank."""
-    root = Path(str(trainer.default_root_dir))
-    if not (SLURMEnvironment.detect() and any(root.glob("hpc_ckpt_*.ckpt"))):
-        return None
-    callback = trainer.checkpoint_callback
-    dirpath = getattr(callback, "dirpath", None)
-    last = Path(dirpath) / "last.ckpt" if dirpath else None
-    if last is None or not getattr(callback, "save_last", False) or not last.is_file():
-        last = root / "final_weights.ckpt"
-        trainer.save_checkpoint(last)
-    return str(last)
-
-
-def _best_checkpoint(trainer: L.Trainer) -> str | None:
-    callback = trainer.checkpoint_callback
-    path = getattr(callback, "best_model_path", "") if callback is not None else ""
-    return path or None
-
-
-def _evaluate(
-    loop: Callable[..., Any], module: GaitGLModule, datamodule: Any, ckpt_path: str | None
-) -> dict[str, Any]:
-    """Run ``trainer.validate`` or ``trainer.test`` once and return the protocol's full result
-    as a dict; the loggers get its summary as ``val/*`` or ``test/*``."""
-    module.last_result = None
-    logged = loop(
-        module, datamodule=datamodule, ckpt_path=ckpt_path, verbose=False, weights_only=True
-    )
-    result = module.last_result
-    if result is not None:
-        return dict(result.to_dict())
-    # ddp_spawn evaluated in child processes (rank 0 holds the full result): only the logged
-    # numbers come back.
-    numbers = logged[0] if logged else {}
-    summary = {k.partition("/")[2]: float(v) for k, v in numbers.items() if "/" in k}
-    return (
-        {"summary": summary, "note": "summary only (evaluated in spawned processes)"}
-        if summary
-        else {}
-    )
 
 
 def _gei_baseline(datamodule: Any, module: GaitGLModule) -> dict[str, Any]:
@@ -364,34 +278,29 @@ def evaluate_checkpoint(cfg: DictConfig) -> dict[str, Any]:
     """``task=eval``: evaluate ``ckpt_path`` (ours, or an OpenGait ``.pt`` with a matching
     ``model=opengait_*``) on the dataset's protocol. Only the evaluation split needs to be on
     disk; the class count comes from the checkpoint."""
-    from gaitgl_lightning.checkpoint import (
-        checkpoint_num_classes,
-        load_opengait_weights,
-        read_checkpoint_any,
-    )
-
-    ckpt = _resolve_ckpt(cfg)
+    ckpt = _ckpt_path(cfg)
     if ckpt is None:
         raise ConfigError("task=eval needs ckpt_path=<file> (or ckpt_path=last with its run dir)")
-    kind, state = read_checkpoint_any(ckpt)
+    kind, state = checkpoints.read_checkpoint_any(ckpt)
     step = int(state.get("iteration" if kind == "opengait" else "global_step", 0))
     _use_stored_model(cfg, ckpt, state if kind == "lightning" else {})
     datamodule = build_datamodule(cfg)
-    module = build_module(cfg, num_classes=checkpoint_num_classes(kind, state))
+    module = build_module(cfg, num_classes=checkpoints.checkpoint_num_classes(kind, state))
     load_from: str | None = ckpt
     if kind == "opengait":
-        load_opengait_weights(module.net, ckpt, state)
-        module.loaded_step = int(state.get("iteration", 0))
+        checkpoints.load_opengait_weights(module.net, ckpt, state)
         load_from = None
     else:
-        _check_fits(module, ckpt, state)
+        checkpoints.check_fits(module.net, ckpt, state)
     del state
     trainer = build_trainer(cfg, logger=False)
+    evaluation = Evaluation.of(trainer)
+    evaluation.loaded_step = step  # outputs (a submission file) are keyed by the weights' step
     _save_resolved_config(cfg)
     try:
         metrics: dict[str, Any] = {"version": __version__, "checkpoint": ckpt, "format": kind}
         metrics["steps"] = step
-        metrics["eval"] = _evaluate(trainer.test, module, datamodule, ckpt_path=load_from)
+        metrics["eval"] = evaluation.run(trainer.test, module, datamodule, ckpt_path=load_from)
         _add_mask_signature(metrics, module)
         _write_metrics(cfg, metrics)
         return metrics
@@ -421,56 +330,6 @@ def _use_stored_model(cfg: DictConfig, ckpt: str, state: Mapping[str, Any]) -> N
     log.info("%s: using the model config stored in the checkpoint (not the composed one)", ckpt)
     with open_dict(cfg):
         cfg.model = OmegaConf.create(stored)
-
-
-def _check_fits(
-    module: GaitGLModule, ckpt: str, state: Mapping[str, Any], resuming: bool = False
-) -> None:
-    """Name a model config that does not fit a checkpoint of ours before Lightning tries it
-    (loaded into a copy: the module's own weights stay as initialised)."""
-    weights = {k[4:]: v for k, v in state["state_dict"].items() if k.startswith("net.")}
-    try:
-        copy.deepcopy(module.net).load_state_dict(weights)
-    except RuntimeError as err:
-        first = str(err).splitlines()
-        detail = first[1].strip() if len(first) > 1 else first[0]
-        hint = (
-            "resume the run with its own model config (resume=<run dir> with no model overrides)"
-            if resuming
-            else "use the model config stored in the checkpoint (gaitgl.config)"
-        )
-        raise CheckpointError(
-            f"{ckpt}: the checkpoint's network does not fit this model config ({detail}); {hint}"
-        ) from err
-
-
-def _resumable(ckpt: str | None, module: GaitGLModule) -> int:
-    """The step of the checkpoint to resume from (0 for a fresh run). It must be one of ours
-    and fit the network (read weights-only first, so that a bad file is named before Lightning
-    reads it, and before the run writes anything)."""
-    from gaitgl_lightning.checkpoint import read_checkpoint
-
-    if ckpt is None:
-        return 0
-    state = read_checkpoint(ckpt)
-    _check_fits(module, ckpt, state, resuming=True)
-    return int(state.get("global_step", 0))
-
-
-def _start_from(cfg: DictConfig, module: GaitGLModule) -> None:
-    """``init_weights=<file>``: start a new run from a checkpoint's weights (ours or OpenGait's),
-    e.g. to fine-tune; unlike ``ckpt_path`` nothing else (step, optimizer) is taken."""
-    from gaitgl_lightning.checkpoint import load_initial_weights
-
-    path = cfg.get("init_weights")
-    if not path:
-        return
-    left = load_initial_weights(module.net, str(path))
-    log.info(
-        "initial weights from %s%s",
-        path,
-        f" (left as initialised: {', '.join(left)}; the class count differs)" if left else "",
-    )
 
 
 def prepare(cfg: DictConfig) -> dict[str, Any]:
@@ -505,16 +364,20 @@ def prepare(cfg: DictConfig) -> dict[str, Any]:
 def extract(cfg: DictConfig) -> dict[str, Any]:
     """``task=extract``: embed ``extract.input`` (a folder of PNG silhouettes) with the network of
     ``ckpt_path``; rank against ``extract.gallery`` when given. Writes ``embeddings.npz``."""
-    from gaitgl_lightning.checkpoint import load_network
-    from gaitgl_lightning.extract import embed_folders, rank_against, save_npz, sequence_folders
+    from gaitgl_lightning.runtime.extract import (
+        embed_folders,
+        rank_against,
+        save_npz,
+        sequence_folders,
+    )
 
-    ckpt = _resolve_ckpt(cfg)
+    ckpt = _ckpt_path(cfg)
     if ckpt is None:
         raise ConfigError("task=extract needs ckpt_path=<a trained checkpoint>")
     options: DictConfig = cfg.get("extract") or OmegaConf.create({})
     if not options.get("input"):
         raise ConfigError("task=extract needs extract.input=<folder of silhouette PNGs>")
-    loaded = load_network(ckpt, fallback_config=cfg)
+    loaded = checkpoints.load_network(ckpt, fallback_config=cfg)
     net, run_cfg = loaded.net, loaded.config
     height = int(run_cfg.dataset.height)
     folders = sequence_folders(Path(str(options.input)))

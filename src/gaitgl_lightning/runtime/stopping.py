@@ -9,7 +9,7 @@ the next step with the next mask draw, as an uninterrupted run does) the ranks a
 signal, and one line saying how to resume. A second Ctrl+C stops at once (no checkpoint).
 
 Under SLURM, SIGTERM is left to Lightning: SLURM sends it after the requeue of
-``requeue.RequeueOnSignal`` (the preemption path of ``docs/cluster.md``), which is unchanged.
+``runtime.requeue.RequeueOnSignal`` (the preemption path of ``docs/cluster.md``), which is unchanged.
 """
 
 from __future__ import annotations
@@ -27,6 +27,7 @@ from lightning.fabric.plugins.environments import SLURMEnvironment
 from lightning.pytorch.callbacks import Callback
 
 from gaitgl_lightning.errors import Stopped
+from gaitgl_lightning.runtime.checkpoints import save_stop_checkpoint
 
 log = logging.getLogger(__name__)
 
@@ -71,14 +72,7 @@ class StopOnSignal(Callback):
             raise KeyboardInterrupt  # pressed twice: stop now
         self.received = signum
 
-    def on_train_batch_end(
-        self,
-        trainer: L.Trainer,
-        pl_module: L.LightningModule,
-        outputs: Any,
-        batch: Any,
-        batch_idx: int,
-    ) -> None:
+    def on_train_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, *_: Any) -> None:
         if not self._previous:
             return
         # Every rank takes part: a signal seen by any rank stops all of them, at one step.
@@ -87,9 +81,7 @@ class StopOnSignal(Callback):
         if not signum:
             return
         _log_this_step(trainer)
-        folder = Path(getattr(trainer.checkpoint_callback, "dirpath", None) or ".")
-        path = folder / f"interrupted-step{trainer.global_step:06d}.ckpt"
-        trainer.save_checkpoint(path)
+        path = save_stop_checkpoint(trainer, "interrupted")
         run_dir = self.run_dir or trainer.default_root_dir
         name = signal.Signals(signum).name
         line = (
