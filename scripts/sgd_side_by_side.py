@@ -24,12 +24,13 @@ CPU default: the proxy of ``scripts/sgd_stability.py`` (16 x 12 input, 9 frames,
 from __future__ import annotations
 
 import argparse
+import json
 import math
 import os
 import sys
 import tempfile
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -91,6 +92,13 @@ def proxy_overrides(args: argparse.Namespace, model: str) -> list[str]:
     ]
 
 
+def preset_overrides(args: argparse.Namespace, preset: str) -> list[str]:
+    """A preset as shipped (network, mask, loss, optimiser, schedule, clipping), at the proxy's
+    input size; the data are the proxy's, whatever dataset the preset names."""
+    h, w = args.input
+    return [f"+experiment={preset}", f"model.input_size=[{h},{w}]", f"seed={args.seed}"]
+
+
 def compose_cfg(overrides: list[str]) -> DictConfig:
     GlobalHydra.instance().clear()
     with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
@@ -135,8 +143,10 @@ def train(
     act: dict[str, float],
     clip: float,
     note: str,
+    scheduler: Any = None,
 ) -> Trajectory:
-    """Plain SGD steps; stop at the first non-finite loss / gradient norm / activation."""
+    """Plain SGD steps (the scheduler, if any, stepped per iteration as the module does);
+    stop at the first non-finite loss / gradient norm / activation."""
     traj = Trajectory(name, note)
     for i, batch in enumerate(batches):
         optimizer.zero_grad(set_to_none=True)
@@ -156,6 +166,8 @@ def train(
         if clip > 0:
             torch.nn.utils.clip_grad_norm_(params, clip)
         optimizer.step()
+        if scheduler is not None:
+            scheduler.step()
     return traj
 
 
@@ -207,9 +219,11 @@ def run_all(args: argparse.Namespace) -> list[Trajectory]:
         )
     else:
         print(f"{ENV} not set: OpenGait's network left out", flush=True)
-    for model in args.models:
+    for preset in args.presets:
+        cfgs[f"+experiment={preset}"] = compose_cfg(preset_overrides(args, preset))
+    for model, cfg in cfgs.items():
         torch.manual_seed(args.seed)
-        module = build_module(cfgs[model])
+        module = build_module(cfg, num_classes=classes)
         module.net.set_mask_seed(args.seed)
         note = "own init"
         if theirs_state is not None:
@@ -227,18 +241,13 @@ def run_all(args: argparse.Namespace) -> list[Trajectory]:
             return module.loss(out.embeddings, out.logits, batch["labels"]).total
 
         params = list(module.parameters())
-        results.append(
-            train(
-                model,
-                ours,
-                params,
-                module.optimizer_factory(params),
-                batches,
-                act,
-                args.clip,
-                note,
-            )
-        )
+        optimizer = module.optimizer_factory(params)
+        scheduler = module.scheduler_factory(optimizer) if module.scheduler_factory else None
+        clip = float(cfg.trainer.get("gradient_clip_val") or 0.0) or args.clip
+        if model.startswith("+experiment="):
+            note = f"as shipped: {cfg.optimizer._target_.split('.')[-1]} lr {cfg.optimizer.lr}"
+            note += f", {cfg.loss.get('label_smoothing', 0)} label smoothing, clip {clip or 'none'}"
+        results.append(train(model, ours, params, optimizer, batches, act, clip, note, scheduler))
     return results
 
 
@@ -281,6 +290,9 @@ def parse(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument(
         "--models", nargs="*", default=["opengait_gaitgl_large", "gaitgl_large_sp1"]
     )
+    parser.add_argument(
+        "--presets", nargs="*", default=[], help="experiment presets, as shipped (grew_sgd ...)"
+    )
     parser.add_argument("--size", default="tiny", help="synthetic set size (tiny / default)")
     parser.add_argument("--height", type=int, default=0, help="frame height (default: input H)")
     parser.add_argument("--input", type=int, nargs=2, default=[16, 12], help="model input H W")
@@ -293,6 +305,7 @@ def parse(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--override", action="append", default=[], help="extra Hydra override")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--json", type=Path, default=None, help="write the trajectories here")
     parser.add_argument("--points", type=int, nargs="+", default=[1, 2, 3, 4, 5, 10, 20, 30])
     return parser.parse_args(argv)
 
@@ -309,6 +322,9 @@ def main(argv: list[str] | None = None) -> list[Trajectory]:
     print(table(results, args.steps, args.points))
     for t in results:
         print(verdict(t, args.steps))
+    if args.json:
+        rows = {t.name: {"note": t.note, "rows": [asdict(r) for r in t.rows]} for t in results}
+        args.json.write_text(json.dumps(rows, indent=1))
     return results
 
 
