@@ -20,7 +20,7 @@ import pytest
 from helpers import cli_env
 
 SCRIPT = Path(__file__).resolve().parents[1] / "scripts" / "sgd_side_by_side.py"
-STEPS = 8
+STEPS = 6  # the NaN came at step 5
 
 
 def side_by_side(tmp_path: Path, *args: str, opengait: str | None = None) -> dict[str, dict]:
@@ -46,6 +46,7 @@ def finite(rows: list[dict[str, float]]) -> bool:
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(1800)  # 18 steps of the 56 M-parameter net; minutes on a busy 2-core CPU
 def test_presets_as_shipped_stay_finite_under_sgd_lr_01(tmp_path: Path) -> None:
     runs = side_by_side(tmp_path, "--models", "--presets", "grew_sgd", "oumvlp", "gait3d")
     assert set(runs) == {f"+experiment={p}" for p in ("grew_sgd", "oumvlp", "gait3d")}
@@ -57,6 +58,7 @@ def test_presets_as_shipped_stay_finite_under_sgd_lr_01(tmp_path: Path) -> None:
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(1800)
 @pytest.mark.skipif(not os.environ.get("OPENGAIT_ROOT"), reason="needs an OpenGait checkout")
 def test_opengait_network_and_ours_side_by_side(tmp_path: Path) -> None:
     runs = side_by_side(tmp_path, opengait=os.environ["OPENGAIT_ROOT"])
