@@ -129,6 +129,30 @@ def test_gem_per_row_matches_formula() -> None:
     torch.testing.assert_close(gem(x), ref)
 
 
+def test_gem_does_not_overflow_where_x_pow_p_would() -> None:
+    """Above ~8.6e5, x**6.5 overflows float32: the GeM must still return the float64 value."""
+    x = torch.rand(2, 3, 4, 5) * 1e7 + 1e6
+    gem = GeM(p=6.5)
+    out = gem(x)
+    ref = x.double().pow(6.5).mean(-1).pow(1 / 6.5)
+    assert torch.isfinite(out).all()
+    torch.testing.assert_close(out.double(), ref, rtol=1e-5, atol=0)
+    out.sum().backward()
+    assert gem.p.grad is not None and torch.isfinite(gem.p.grad).all()
+
+
+def test_gem_gradients_are_those_of_the_plain_formula() -> None:
+    x = (torch.rand(2, 3, 4, 5, dtype=torch.float64) + 0.1).requires_grad_()
+    gem = GeM(p=6.5).double()
+    gem(x).square().sum().backward()
+    x2 = x.detach().clone().requires_grad_()
+    p2 = torch.tensor([6.5], dtype=torch.float64, requires_grad=True)
+    x2.clamp(min=1e-6).pow(p2).mean(-1).pow(1 / p2).square().sum().backward()
+    assert gem.p.grad is not None and x.grad is not None and x2.grad is not None
+    torch.testing.assert_close(x.grad, x2.grad)
+    torch.testing.assert_close(gem.p.grad, p2.grad)
+
+
 def test_separate_fcs_is_per_part_matmul() -> None:
     fc = SeparateFCs(3, 4, 5)
     x = torch.randn(2, 4, 3)

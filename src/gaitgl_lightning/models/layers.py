@@ -338,7 +338,12 @@ def temporal_max(x: torch.Tensor, valid: torch.Tensor | None) -> torch.Tensor:
 class GeM(nn.Module):
     """Generalised-mean pooling over W per horizontal bin (Eq. 9-10), learnable scalar p.
 
-    Computed in float32 (why: x**6.5 overflows fp16).  ``bins=None`` makes one bin per row.
+    Computed in float32 (why: x**6.5 overflows fp16), and as ``m * mean((x / m)^p)^(1/p)`` with
+    ``m`` the bin's max (why: the backbone has no normalisation, so under SGD lr 0.1 its output
+    can grow past ~8.6e5, where ``x**6.5`` overflows float32 and the loss turns NaN although the
+    BN head makes the loss blind to that scale; docs/model.md). The same function: ``m`` is
+    held constant in autograd, as the value does not depend on it.  ``bins=None`` makes one bin
+    per row.
     """
 
     def __init__(self, p: float = 6.5, eps: float = 1e-6, bins: int | None = None) -> None:
@@ -355,7 +360,8 @@ class GeM(nn.Module):
             dtype = torch.promote_types(x.dtype, torch.float32)  # float64 stays float64
             z = x.to(dtype).reshape(n, c, bins, -1).clamp(min=self.eps)
             p = self.p.to(dtype)
-            return z.pow(p).mean(-1).pow(1.0 / p)
+            m = z.detach().amax(-1, keepdim=True)
+            return z.div(m).pow(p).mean(-1).pow(1.0 / p).mul(m.squeeze(-1))
 
 
 class RowPool(nn.Module):
