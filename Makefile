@@ -30,7 +30,7 @@ test-all: $(STAMP) ## Run every test, the slow end-to-end ones included
 	$(PY) -m pytest -m "" $(ARGS)
 
 test-slow: $(STAMP) ## Run only the slow end-to-end tests (CLI, DDP, W&B, notebooks); CI runs them
-	$(PY) -m pytest -m slow $(ARGS)
+	$(PY) -m pytest -m "slow and not extended" $(ARGS)
 
 test-slurm: $(STAMP) ## Run the `slurm` tests on a local one-node SLURM cluster (root; installs it when missing)
 	$(PY) -m pytest -m slurm $(ARGS)

@@ -43,7 +43,7 @@ from torch import nn
 
 from gaitgl_lightning.models import silhouettes_to_input
 from gaitgl_lightning.models.opengait import OpenGaitCheckpointError, load_opengait_state
-from gaitgl_lightning.run import build_datamodule, build_module
+from gaitgl_lightning.runtime.tasks import build_datamodule, build_module
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "bench"))

@@ -73,6 +73,8 @@ def test_ddp_two_cpu_processes_match_one_process(tmp_path: Path) -> None:
 
 
 @pytest.mark.slow
+@pytest.mark.extended  # 72 s in CI: DDP has test_ddp_two_cpu_processes_match_one_process there,
+# multiruns the ablation tests and the SLURM sweep
 def test_multirun_over_mask_ratio_with_ddp(tmp_path: Path) -> None:
     proc = run_cli(["-m", *TINY, "trainer=ddp_cpu", "mask.ratio=0.1,0.3"], tmp_path)
     _check(proc)

@@ -60,6 +60,7 @@ def test_a_failed_evaluation_saves_a_checkpoint_then_stops(
 
 
 @pytest.mark.slow
+@pytest.mark.extended  # 43 s in CI, where test_resume's SIGKILL case checks the same weights
 def test_sigkill_then_resume_gives_the_weights_of_an_uninterrupted_run(tmp_path: Path) -> None:
     # 30 steps, killed at step 3-11: at least 19 steps and two evaluations are still ahead when
     # the kill lands (a tiny step takes tens of ms on a quiet machine, so a kill near the end

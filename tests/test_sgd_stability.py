@@ -45,16 +45,26 @@ def finite(rows: list[dict[str, float]]) -> bool:
     return len(rows) == STEPS and all(math.isfinite(v) for r in rows for v in r.values())
 
 
+#: The headline preset in the slow tier (CI); all three with ``-m extended`` (minutes each).
+PRESETS = [
+    "grew_sgd",
+    pytest.param("oumvlp", marks=pytest.mark.extended),
+    pytest.param("gait3d", marks=pytest.mark.extended),
+]
+
+
 @pytest.mark.slow
-@pytest.mark.timeout(1800)  # 15 steps of the 56 M-parameter net; minutes on a busy 2-core CPU
-def test_presets_as_shipped_stay_finite_under_sgd_lr_01(tmp_path: Path) -> None:
-    runs = side_by_side(tmp_path, "--models", "--presets", "grew_sgd", "oumvlp", "gait3d")
-    assert set(runs) == {f"+experiment={p}" for p in ("grew_sgd", "oumvlp", "gait3d")}
+@pytest.mark.timeout(1800)  # 5 steps of the 56 M-parameter net; minutes on a busy 2-core CPU
+@pytest.mark.parametrize("preset", PRESETS)
+def test_presets_as_shipped_stay_finite_under_sgd_lr_01(tmp_path: Path, preset: str) -> None:
+    runs = side_by_side(tmp_path, "--models", "--presets", preset)
+    assert set(runs) == {f"+experiment={preset}"}
     for name, run in runs.items():
         assert "SGD lr 0.1" in run["note"] and "clip none" in run["note"], name
         assert finite(run["rows"]), (name, run["rows"])
     # the proxy is the one that failed: the backbone output still grows far past x**6.5's range
-    assert max(r["act"] for r in runs["+experiment=grew_sgd"]["rows"]) > 1e6
+    if preset == "grew_sgd":
+        assert max(r["act"] for r in runs["+experiment=grew_sgd"]["rows"]) > 1e6
 
 
 @pytest.mark.slow

@@ -220,6 +220,7 @@ def test_halves_pooled_apart_equal_stacked_map(stages) -> None:
 
 
 @pytest.mark.slow
+@pytest.mark.extended  # 44 s of torch.compile in CI; `make test-all` runs it
 def test_compiled_training_forward_equals_eager() -> None:
     """``compile=True``: the training forward runs through torch.compile, same numbers and
     gradients; the module still deep-copies (the compiled function is not copied)."""
