@@ -97,6 +97,7 @@ def test_a_spawned_rank_error_keeps_its_one_line() -> None:
 
 
 @pytest.mark.slow
+@pytest.mark.extended  # 23 s in CI, where test_failures' DDP runs end both ranks with one line
 def test_ddp_spawn_ranks_fail_with_one_line(tmp_path: Path) -> None:
     args = [*TINY, "+trainer.strategy=ddp_spawn", "trainer.devices=2", "dataset.num_classes=99"]
     assert_one_line_error(run_cli(args, tmp_path), "set dataset.num_classes=")

@@ -131,6 +131,7 @@ def test_grew_opengait_pickles_prepare_like_the_raw_tree(tmp_path: Path) -> None
 
 
 @pytest.mark.slow
+@pytest.mark.extended  # 23 s in CI, where GREW runs on one process and DDP on the default set
 def test_grew_under_two_process_ddp(tmp_path: Path) -> None:
     tree = grew(tmp_path / "data", train=6, test=21, height=16)
     args = [

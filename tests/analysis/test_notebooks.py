@@ -107,6 +107,7 @@ def test_failing_cell_names_the_notebook(tmp_path: Path) -> None:
     assert (tmp_path / "inspect_run.ipynb").is_file()  # the executed part, for reading the error
 
 
+@pytest.mark.extended  # 44 s in CI, where the other notebook tests execute both notebooks
 def test_make_notebooks_finds_the_newest_runs(
     analysis_runs: AnalysisRuns, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
