@@ -145,11 +145,9 @@ def rows_missing_from_wandb(run_dir: Path, step: int) -> pd.DataFrame:
     """
     from gaitgl_lightning.analysis.history import read_csv_history, read_wandb_segments, wandb_dirs
 
-    if not (run_dir / "csv" / "metrics.csv").is_file():
-        return pd.DataFrame()
     try:
         csv_rows = read_csv_history(run_dir)
-    except (ValueError, FileNotFoundError):
+    except (ValueError, FileNotFoundError):  # no CSV logger, or nothing readable in it
         return pd.DataFrame()
     try:
         last = int(read_wandb_segments(wandb_dirs(run_dir)).index.max())
