@@ -23,14 +23,17 @@ install: $(STAMP) ## Make .venv and install the package with its dev tools
 train: $(STAMP) ## Run the main job: train + evaluate GaitGL on the synthetic default (CPU, minutes)
 	$(PY) -m gaitgl_lightning $(ARGS)
 
+# The fast suite and the slow tier run one pytest-xdist worker per core (at most 4); `pytest`
+# alone runs serially.
+XDIST := -n auto --maxprocesses=4
 test: $(STAMP) ## Run the fast test suite (CPU)
-	$(PY) -m pytest $(ARGS)
+	$(PY) -m pytest $(XDIST) $(ARGS)
 
 test-all: $(STAMP) ## Run every test, the slow end-to-end ones included
-	$(PY) -m pytest -m "" $(ARGS)
+	$(PY) -m pytest $(XDIST) -m "" $(ARGS)
 
 test-slow: $(STAMP) ## Run only the slow end-to-end tests (CLI, DDP, W&B, notebooks); CI runs them
-	$(PY) -m pytest -m "slow and not extended" $(ARGS)
+	$(PY) -m pytest $(XDIST) -m "slow and not extended" $(ARGS)
 
 test-slurm: $(STAMP) ## Run the `slurm` tests on a local one-node SLURM cluster (root; installs it when missing)
 	$(PY) -m pytest -m slurm $(ARGS)

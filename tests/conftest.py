@@ -17,7 +17,18 @@ os.environ.setdefault("MPLBACKEND", "Agg")
 import pytest
 import torch
 
-torch.set_num_threads(min(2, os.cpu_count() or 1))
+
+def _threads_per_process() -> int:
+    """The cores of this machine shared out between the pytest-xdist workers (``make test``
+    runs one per core): a worker that kept 2 threads on a 2-core machine would make the two
+    workers' threads spin against each other. CLI subprocesses inherit it via OMP_NUM_THREADS."""
+    workers = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))
+    return max(1, min(2, (os.cpu_count() or 1) // workers))
+
+
+if "PYTEST_XDIST_WORKER" in os.environ:
+    os.environ["OMP_NUM_THREADS"] = str(_threads_per_process())
+torch.set_num_threads(_threads_per_process())
 
 
 @pytest.hookimpl(tryfirst=True)  # before ``-m 'not slow'`` deselects

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -11,11 +12,34 @@ from PIL import Image
 
 @dataclass(frozen=True)
 class AnalysisRuns:
-    root: Path
-    single: Path
-    retrieval: Path
-    ratio_sweep: Path
-    model_sweep: Path
+    """The session's runs, each made on first use by ``make(name)`` (conftest.py): a test made
+    to wait only for the runs it reads, and two xdist workers make two different runs at once.
+    ``root`` (the outputs' parent, for the tests that search every run) makes them all."""
+
+    outputs_parent: Path
+    make: Callable[[str], Path]
+
+    @property
+    def root(self) -> Path:
+        for name in ("single", "retrieval", "ratio_sweep", "model_sweep"):
+            self.make(name)
+        return self.outputs_parent
+
+    @property
+    def single(self) -> Path:
+        return self.make("single")
+
+    @property
+    def retrieval(self) -> Path:
+        return self.make("retrieval")
+
+    @property
+    def ratio_sweep(self) -> Path:
+        return self.make("ratio_sweep")
+
+    @property
+    def model_sweep(self) -> Path:
+        return self.make("model_sweep")
 
 
 def assert_png_not_blank(path: Path) -> None:
