@@ -10,15 +10,8 @@ import pkgutil
 
 import gaitgl_lightning
 
-#: Known exceptions, each with why it is still there.
-KNOWN = {
-    # Lightning's CSV writer deletes the metrics file it finds here; a resumed run keeps its rows
-    # (runtime/curves.py). Lightning has no public switch for it.
-    "KeepingWriter._check_log_dir_exists",
-    # The bar's label ("step" for "Epoch 0": the loader is infinite); Lightning reads it at two
-    # places of its own (console.py). Cosmetic only.
-    "StepProgressBar._get_train_description",
-}
+#: Known exceptions, each with why it is still there (none now).
+KNOWN: set[str] = set()
 
 
 def _our_classes() -> list[type]:

@@ -80,6 +80,21 @@ def test_the_csv_logger_keeps_the_rows_before_the_resume_step(tmp_path: Path) ->
     assert [float(r["train/loss"]) for r in rows if r["train/loss"]][6] == 16.0
 
 
+def test_a_run_killed_while_its_csv_was_set_aside_keeps_its_rows(tmp_path: Path) -> None:
+    first = ResumableCSVLogger(str(tmp_path), name="csv", version="")
+    for step in range(4):
+        first.log_metrics({"train/loss": float(step)}, step)
+    csv_file = tmp_path / "csv" / "metrics.csv"
+    # killed after the writer moved the file aside and before it wrote the kept rows back
+    csv_file.rename(csv_file.with_name("metrics.csv.kept"))
+    resumed = ResumableCSVLogger(str(tmp_path), name="csv", version="")
+    resumed.resume_at(3)
+    resumed.log_metrics({"train/loss": 13.0}, 3)
+    resumed.save()
+    assert _steps_of(_rows(tmp_path), "train/loss") == [0, 1, 2, 3]
+    assert sorted(p.name for p in csv_file.parent.iterdir()) == ["metrics.csv"]
+
+
 # ----------------------------------------------------------------------------- the command
 def _run_dir_with(tmp_path: Path, overrides: list[str]) -> Path:
     run = tmp_path / "run"

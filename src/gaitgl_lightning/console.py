@@ -68,11 +68,12 @@ class StepProgressBar(RichProgressBar):
         max_steps = self.trainer.max_steps
         return max_steps if max_steps and max_steps > 0 else super().total_train_batches
 
-    def _get_train_description(self, current_epoch: int) -> str:
-        return "step"
-
     def on_train_epoch_start(self, trainer: Any, pl_module: Any) -> None:
         super().on_train_epoch_start(trainer, pl_module)
+        # The bar's label: "step", not Lightning's "Epoch 0" (the loader is infinite). Set on
+        # the task Lightning has just made (the label method is private: not overridden).
+        if self.progress is not None and self.train_progress_bar_id is not None:
+            self.progress.update(self.train_progress_bar_id, description="step")
         self._update(self.train_progress_bar_id, trainer.global_step)
 
     def on_train_batch_end(

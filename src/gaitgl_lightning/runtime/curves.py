@@ -14,6 +14,8 @@ from __future__ import annotations
 import csv
 import io
 import logging
+import os
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -36,19 +38,31 @@ def _row_key(row: dict[str, Any]) -> tuple[str, frozenset[str]]:
 
 
 class KeepingWriter(ExperimentWriter):
-    """Lightning's CSV writer that keeps the file's rows before ``keep_before`` (a step)."""
+    """Lightning's CSV writer that keeps the file's rows before ``keep_before`` (a step).
+
+    Lightning's writer deletes the ``metrics.csv`` it finds when it starts, and has no public
+    switch for it. So the file is first moved aside (one atomic rename, to ``metrics.csv.kept``),
+    the writer starts on a dir without it, and the kept rows are written back (atomically) before
+    the aside copy goes. A run killed in between finds the aside copy at its next start and
+    reads that: no step is lost at any point.
+    """
+
+    ASIDE_SUFFIX = ".kept"
 
     def __init__(self, log_dir: str, keep_before: int | None) -> None:
         self.keep_before = keep_before
         self._kept: list[dict[str, str]] = []
-        super().__init__(log_dir)
-        self._load_kept()
+        path = Path(log_dir, self.NAME_METRICS_FILE)
+        aside = path.with_name(path.name + self.ASIDE_SUFFIX)
+        if path.is_file():
+            os.replace(path, aside)
+        with warnings.catch_warnings():  # "... will be deleted": not this file, set aside
+            warnings.filterwarnings("ignore", message="Experiment logs directory")
+            super().__init__(log_dir)
+        self._load_kept(aside)
+        aside.unlink(missing_ok=True)
 
-    def _check_log_dir_exists(self) -> None:
-        """Lightning deletes the file here; the rows are read in ``_load_kept`` instead."""
-
-    def _load_kept(self) -> None:
-        path = Path(self.metrics_file_path)
+    def _load_kept(self, path: Path) -> None:
         if not path.is_file():
             return
         with path.open(newline="") as fh:
@@ -60,7 +74,7 @@ class KeepingWriter(ExperimentWriter):
         if len(kept) < len(rows):
             log.info(
                 "%s: kept the %d rows logged before step %d, dropped %d logged after it",
-                path,
+                self.metrics_file_path,
                 len(kept),
                 max(limit, 0),
                 len(rows) - len(kept),
