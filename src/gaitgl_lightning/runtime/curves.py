@@ -129,7 +129,9 @@ class ResumableCSVLogger(CSVLogger):
 
 def previous_wandb_id(run_dir: Path) -> str | None:
     """The id of the W&B run a run dir already holds (``wandb/[offline-]run-<time>-<id>``)."""
-    runs = sorted(p for p in (run_dir / "wandb").glob("*run-*-*") if p.is_dir())
+    from gaitgl_lightning.analysis.history import wandb_dirs
+
+    runs = wandb_dirs(run_dir)
     return runs[-1].name.rsplit("-", 1)[-1] if runs else None
 
 
