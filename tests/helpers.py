@@ -63,9 +63,17 @@ def run_cli(
     """Run ``python -m gaitgl_lightning`` in a subprocess (DDP and multirun need a real CLI)."""
     root.mkdir(parents=True, exist_ok=True)
     env = cli_env(root, PYTHONUNBUFFERED="1")
+    return run_python(["-m", "gaitgl_lightning", *args], root, env, timeout)
+
+
+def run_python(
+    args: Sequence[str], cwd: Path, env: dict[str, str], timeout: int = 600
+) -> subprocess.CompletedProcess[str]:
+    """Run ``python <args>`` and wait; its output captured as text, a failure returned (not
+    raised) so that the test reads the message the user would see."""
     return subprocess.run(
-        [sys.executable, "-m", "gaitgl_lightning", *args],
-        cwd=root,
+        [sys.executable, *args],
+        cwd=cwd,
         env=env,
         capture_output=True,
         text=True,

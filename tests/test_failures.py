@@ -13,13 +13,12 @@ import os
 import random
 import signal
 import subprocess
-import sys
 import time
 from pathlib import Path
 
 import pytest
 import torch
-from helpers import TINY, cli_env, compose_config, run_cli, start_cli
+from helpers import TINY, cli_env, compose_config, run_cli, run_python, start_cli
 
 from gaitgl_lightning.data.samplers import EvalShardSampler
 from gaitgl_lightning.errors import EvaluationError
@@ -110,15 +109,7 @@ def _ddp_with_fault(tmp_path: Path, fault: str, *extra: str) -> subprocess.Compl
     env = cli_env(tmp_path, GAITGL_TEST_FAULT=fault)
     args = [*TINY, *QUIET, "trainer=ddp_cpu", "eval_every=4", "trainer.max_steps=8", *extra]
     start = time.monotonic()
-    proc = subprocess.run(
-        [sys.executable, str(FAULT_SCRIPT), *args],
-        cwd=tmp_path,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=300,
-        check=False,
-    )
+    proc = run_python([str(FAULT_SCRIPT), *args], tmp_path, env, timeout=300)
     proc.elapsed = time.monotonic() - start  # type: ignore[attr-defined]
     return proc
 

@@ -5,13 +5,11 @@ CUDA (NCCL sharing: without two GPUs)."""
 
 from __future__ import annotations
 
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 import torch
-from helpers import TINY, cli_env, compose_config
+from helpers import TINY, cli_env, compose_config, run_python
 
 from gaitgl_lightning.models import GaitGL, MaskStrategy
 from gaitgl_lightning.runtime.evaluation import Evaluation
@@ -96,15 +94,7 @@ def test_a_failure_on_one_nccl_rank_ends_both(tmp_path: Path) -> None:
         "eval_every=4",
         "trainer.max_steps=8",
     ]
-    proc = subprocess.run(
-        [sys.executable, str(script), *args],
-        cwd=tmp_path,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=300,
-        check=False,
-    )
+    proc = run_python([str(script), *args], tmp_path, env, timeout=300)
     output = proc.stdout + proc.stderr
     assert proc.returncode != 0
     assert "rank 1 failed in training step 2: RuntimeError: injected out of memory" in output
