@@ -45,11 +45,15 @@ def _maker(root: Path) -> Callable[[str], Path]:
     """``make(name)``: the run's dir, made by the first caller (a lock per run: under
     pytest-xdist every worker shares ``root``; the tests only read the runs)."""
 
+    marks = root / "marks"  # beside outputs/: the run finders read only that tree
+    marks.mkdir(exist_ok=True)
+    ready: set[str] = set()  # made or found made by this process: no lock taken again
+
     def make(name: str) -> Path:
         sub, args = RUNS[name]
         path = root / "outputs" / "train" / sub
-        marks = root / "marks"  # beside outputs/: the run finders read only that tree
-        marks.mkdir(exist_ok=True)
+        if name in ready:
+            return path
         made = marks / f"{name}.made"
         with FileLock(marks / f"{name}.lock"):
             if not made.is_file():
@@ -58,6 +62,7 @@ def _maker(root: Path) -> Callable[[str], Path]:
                 dir_key = "hydra.sweep.dir" if args[0] == "-m" else "hydra.run.dir"
                 _run([*args, f"{dir_key}={path}"], root)
                 made.touch()
+        ready.add(name)
         return path
 
     return make
