@@ -131,9 +131,14 @@ def test_report_gives_the_runs_numbers_paired_by_seed(sweep: Sweep, tmp_path: Pa
     results = tmp_path / "results"
     results.mkdir()
     (results / "table5.csv").write_text(runs_csv)
+    views_csv = (sweep.table / "probe_views" / "runs.csv").read_text()
+    assert views_csv.splitlines()[0] == "table,arm,seed,condition,probe_view,rank1"
+    (results / "probe_views").mkdir()
+    (results / "probe_views" / "table5.csv").write_text(views_csv)
     (again,) = report(results, draw=False, show=False)
     md = (results / "report" / "table5.md").read_text()
     assert md == (tmp_path / "report" / "table5.md").read_text()
+    assert "where the seed sd comes from: strip_v - glcl_nomask: sd over seeds" in md
     assert not (results / "runs.csv").exists()
     assert again.arm("strip_v").paired(again.ref, "mean").mean == pytest.approx(
         tab.arm("strip_v").paired(tab.ref, "mean").mean, abs=1e-3

@@ -9,7 +9,15 @@ from pathlib import Path
 
 import pytest
 
-from gaitgl_lightning.analysis.ablation import build_tables, read_csv_rows, t_critical
+from gaitgl_lightning.analysis.ablation import (
+    Arm,
+    RunRow,
+    Table,
+    build_tables,
+    read_csv_rows,
+    t_critical,
+)
+from gaitgl_lightning.analysis.probe_views import seed_noise
 from gaitgl_lightning.analysis.report import main, report, verdicts
 
 HEADER = "table,arm,seed,steps,NM,BG,CL,mean,run,masks,setting\n"
@@ -92,3 +100,49 @@ def test_bad_input_is_one_line(tmp_path: Path, capsys: pytest.CaptureFixture[str
     assert err.startswith("error: ") and "other.csv" in err and "\n" not in err
     assert main([str(_write(tmp_path / "ok")), "--ref", "nope", "--no-plot"]) == 2
     assert "no arm 'nope'" in capsys.readouterr().err
+
+
+def _views_table(rows: list[list[float]]) -> Table:
+    """One arm whose seed ``i`` scores ``rows[i]`` on the probe views ``NM/000``, ``NM/018``..."""
+    runs = {
+        seed: RunRow("demo", "a", seed, 1, {"mean": sum(r) / len(r)},
+                     probe_views={f"NM/{18 * j:03d}": v for j, v in enumerate(r)})
+        for seed, r in enumerate(rows)
+    }  # fmt: skip
+    return Table("demo", [Arm("a", runs)], "a", ["NM"], [1])
+
+
+def test_the_seed_sd_splits_into_network_and_test_set() -> None:
+    # Every view moves with the seed: all of the spread is the network's.
+    together = seed_noise(_views_table([[70, 80, 90], [72, 82, 92], [74, 84, 94]]).ref)
+    assert together is not None
+    assert (together.total, together.network, together.test_set) == pytest.approx((2, 2, 0))
+    # Equal seed means, views scattered: none of it is the network's.
+    scattered = seed_noise(_views_table([[70, 80, 90], [74, 78, 88], [66, 82, 92]]).ref)
+    assert scattered is not None and scattered.total == pytest.approx(0) and scattered.network == 0
+    # By hand: the residuals of [[1, 2, 6], [3, 4, 2]] are -1, -1, 2 / 1, 1, -2; MS_res = 12 / 2,
+    # the test-set part sqrt(6 / 3); the seed means are equal (network part clipped at 0).
+    mixed = seed_noise(_views_table([[1, 2, 6], [3, 4, 2]]).ref)
+    assert mixed is not None and mixed.total == pytest.approx(0.0) and mixed.network == 0
+    assert mixed.test_set == pytest.approx(math.sqrt(2)) and mixed.unit_residual == pytest.approx(
+        math.sqrt(6)
+    )
+    assert mixed.with_units(4) == pytest.approx(math.sqrt(0.5))
+
+
+def test_the_probe_view_split_reads_back_from_the_committed_csvs(tmp_path: Path) -> None:
+    folder = _write(tmp_path / "results")
+    (folder / "probe_views").mkdir()
+    lines = ["table,arm,seed,condition,probe_view,rank1"]
+    for seed in range(3):
+        for arm, shift in (("ref", 0.0), ("near", 1.0)):
+            lines += [f"demo,{arm},{seed},NM,{v},{70 + 10 * i + 2 * seed + shift * (i == 1)}"
+                      for i, v in enumerate(("000", "090", "180"))]  # fmt: skip
+    (folder / "probe_views" / "demo.csv").write_text("\n".join(lines) + "\n")
+    (table,) = report(folder, reference="ref", draw=False, show=False)
+    assert table.arm("near").runs[2].probe_views == {"NM/000": 74.0, "NM/090": 85.0, "NM/180": 94}
+    md = (folder / "report" / "demo.md").read_text()
+    assert "where the seed sd comes from: ref: sd over seeds 2.00 = network 2.00" in md
+    assert "near - ref: sd over seeds 0.00 = network 0.00" in md
+    split = [line for line in md.splitlines() if "where the seed sd" in line]
+    assert len(split) == 3 and not any("far" in line for line in split)  # no views, no split

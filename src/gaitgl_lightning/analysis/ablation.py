@@ -25,6 +25,7 @@ from typing import Any
 
 import yaml
 
+from gaitgl_lightning.analysis.probe_views import probe_view_scores
 from gaitgl_lightning.sweepjobs import flatten_config
 
 #: The per-run CSV's columns around the condition columns (``NM``, ``BG``, ``CL``, ...).
@@ -72,6 +73,8 @@ class RunRow:
     run: str = ""
     masks: str = ""
     setting: str = ""
+    #: rank-1 (%) per condition and probe view, ``"NM/000"`` (view protocols; analysis.probe_views)
+    probe_views: dict[str, float] = field(default_factory=dict)
 
     def as_csv(self, conditions: Sequence[str]) -> dict[str, str]:
         row = {"table": self.table, "arm": self.arm, "seed": str(self.seed)}
@@ -147,6 +150,7 @@ def _read_run(metrics_file: Path, root: Path) -> _Found | None:
         scores=_scores(result),
         run=rel,
         masks=str(masks.get("text", "")),
+        probe_views=probe_view_scores(result),
     )
     hydra = _load_yaml(run_dir / ".hydra" / "hydra.yaml") or {}
     num = (hydra.get("hydra") or {}).get("job", {}).get("num")

@@ -22,6 +22,7 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
+from gaitgl_lightning.analysis import probe_views
 from gaitgl_lightning.analysis.ablation import (
     Arm,
     ReportError,
@@ -49,7 +50,9 @@ def load_rows(path: Path) -> tuple[list[RunRow], bool]:
         if not rows:
             raise ReportError(f"{path}: no finished run (metrics.json with a rank-1) below it")
         return rows, True
-    return read_csv_rows(path), False
+    rows = read_csv_rows(path)
+    probe_views.attach(rows, path)
+    return rows, False
 
 
 # ------------------------------------------------------------------------------ wording
@@ -141,7 +144,9 @@ def noise_lines(table: Table) -> list[str]:
             f"largest {_num(floor['pair_sd_max'])} over {len(floor['pair_sd'])} pairs of arms"
             + (f"; against {ref}: {to_ref}" if to_ref else "")
         )
-    return lines
+    return lines + [
+        f"where the seed sd comes from: {x}" for x in probe_views.lines(table.arms, table.ref)
+    ]
 
 
 def _other(pair: str, ref: str) -> str:
@@ -316,6 +321,8 @@ def report(
     rows, from_runs = load_rows(path)
     if from_runs:
         atomic_write_text(path / RUNS_CSV, csv_text(rows))
+        if any(r.probe_views for r in rows):
+            atomic_write_text(path / probe_views.FOLDER / RUNS_CSV, probe_views.csv_text(rows))
     tables = build_tables(rows, reference)
     target = Path(out) if out is not None else path / "report"
     for table in tables:
@@ -324,7 +331,7 @@ def report(
             print_table(table)
             print(f"  files: {', '.join(str(f) for f in files)}")
     if show and from_runs:
-        print(f"per-run CSV: {path / RUNS_CSV}")
+        print(f"per-run CSV: {path / RUNS_CSV} (rank-1 per probe view: {probe_views.FOLDER}/)")
     return tables
 
 
