@@ -146,3 +146,20 @@ def test_the_probe_view_split_reads_back_from_the_committed_csvs(tmp_path: Path)
     assert "near - ref: sd over seeds 0.00 = network 0.00" in md
     split = [line for line in md.splitlines() if "where the seed sd" in line]
     assert len(split) == 3 and not any("far" in line for line in split)  # no views, no split
+
+
+def test_a_bad_probe_view_csv_is_one_line(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    folder = _write(tmp_path / "results")
+    (folder / "probe_views").mkdir()
+    bad = folder / "probe_views" / "demo.csv"
+    bad.write_text("table,arm,seed\ndemo,ref,0\n")
+    assert main([str(folder), "--no-plot"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("error: ") and "demo.csv" in err and "probe_view" in err
+    assert "\n" not in err
+    bad.write_text("table,arm,seed,condition,probe_view,rank1\ndemo,ref,zero,NM,000,70\n")
+    assert main([str(folder), "--no-plot"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("error: ") and "demo.csv:2" in err and "\n" not in err

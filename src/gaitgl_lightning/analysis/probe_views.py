@@ -58,15 +58,28 @@ def csv_text(rows: Sequence[RunRow]) -> str:
 
 def attach(rows: Sequence[RunRow], folder: Path) -> None:
     """Give ``rows`` (read from the per-run CSVs in ``folder``) their probe-view scores from
-    ``folder/probe_views/*.csv``, where those exist; rows without any keep an empty dict."""
+    ``folder/probe_views/*.csv``, where those exist; rows without any keep an empty dict.
+    A file without these columns or with a value that is not a number is a ``ReportError``."""
+    from gaitgl_lightning.analysis.ablation import ReportError
+
     by_run = {(r.table, r.arm, r.seed): r for r in rows}
     for path in sorted((folder / FOLDER).glob("*.csv")):
         with path.open(newline="") as fh:
-            for line in csv.DictReader(fh):
-                row = by_run.get((line["table"], line["arm"], int(line["seed"])))
-                if row is not None:
-                    key = f"{line['condition']}/{line['probe_view']}"
-                    row.probe_views[key] = float(line["rank1"])
+            reader = csv.DictReader(fh)
+            missing = [c for c in COLUMNS if c not in (reader.fieldnames or [])]
+            if missing:
+                raise ReportError(
+                    f"{path}: not a per-probe-view CSV (no column {', '.join(missing)}); the "
+                    f"files in {FOLDER}/ have the columns {', '.join(COLUMNS)}"
+                )
+            for n, line in enumerate(reader, start=2):
+                try:
+                    row = by_run.get((line["table"], line["arm"], int(line["seed"])))
+                    if row is not None:
+                        key = f"{line['condition']}/{line['probe_view']}"
+                        row.probe_views[key] = float(line["rank1"])
+                except ValueError as err:
+                    raise ReportError(f"{path}:{n}: {err}") from None
 
 
 @dataclass(frozen=True)
@@ -88,18 +101,18 @@ class SeedNoise:
 def seed_noise(arm: Arm, ref: Arm | None = None) -> SeedNoise | None:
     """The split for ``arm`` (with ``ref``: for its paired difference ``arm - ref``, per seed
     and unit), or None with fewer than 2 seeds or 2 units shared by every seed."""
-    seeds = sorted(set(arm.runs) & set(ref.runs)) if ref is not None else sorted(arm.runs)
-    runs = [arm.runs[s] for s in seeds] + ([ref.runs[s] for s in seeds] if ref else [])
+    arms = [arm] if ref is None else [arm, ref]
+    seeds = sorted(set.intersection(*(set(a.runs) for a in arms)))
+    runs = [a.runs[s] for a in arms for s in seeds]
     units = sorted(set.intersection(*(set(r.probe_views) for r in runs))) if runs else []
     if len(seeds) < 2 or len(units) < 2:
         return None
-    table = [[arm.runs[s].probe_views[u] for u in units] for s in seeds]
-    if ref is not None:
-        table = [
-            [a - ref.runs[s].probe_views[u] for a, u in zip(row, units, strict=True)]
-            for row, s in zip(table, seeds, strict=True)
-        ]
-    return _two_way(table)
+
+    def value(seed: int, unit: str) -> float:
+        score = arm.runs[seed].probe_views[unit]
+        return score if ref is None else score - ref.runs[seed].probe_views[unit]
+
+    return _two_way([[value(s, u) for u in units] for s in seeds])
 
 
 def _two_way(table: Sequence[Sequence[float]]) -> SeedNoise:
