@@ -308,3 +308,27 @@ def test_silhouettes_to_input_is_the_one_scaling() -> None:
     assert torch.equal(x, sils.unsqueeze(1).float() / 255)
     scaled = torch.rand(2, 3, 4, 5)
     assert torch.equal(silhouettes_to_input(scaled), scaled.unsqueeze(1))  # float: as given
+
+
+def test_layers_in_common_start_from_the_same_weights() -> None:
+    """One seed gives a layer the same initial weights in every network that has it (the
+    pairing of an ablation's arms), whatever extra layers the other network has and whatever
+    the global generator drew before; another seed gives other weights."""
+
+    def init(seed: int, **kw) -> dict[str, torch.Tensor]:
+        torch.manual_seed(seed)
+        torch.rand(7)  # a draw before the model: must not matter
+        stages = [{k: v for k, v in st.items() if k != "local"} for st in JOURNAL]
+        net = GaitGL(5, stages, mask=MaskStrategy("none"), input_size=SIZE, **kw)
+        return {k: v for k, v in net.state_dict().items() if v.is_floating_point()}
+
+    full = init(3)
+    for kw in ({"local": "none"}, {"global_branch": False}):
+        arm = init(3, **kw)
+        common = [k for k in arm if k in full and arm[k].shape == full[k].shape]
+        assert len(arm) < len(full) and any(".conv3d.weight" in k for k in common)
+        for k in common:
+            assert torch.equal(arm[k], full[k]), (kw, k)
+    other = init(4)
+    convs = [k for k in full if k.endswith("conv3d.weight")]
+    assert convs and not any(torch.equal(full[k], other[k]) for k in convs)
