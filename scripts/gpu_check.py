@@ -112,21 +112,23 @@ def stage_bench(cpu: bool) -> str:
 
 def stage_sgd(cpu: bool, work: Path, model: str = "gaitgl_large_sp1", steps: int = 500) -> str:
     """SGD lr 0.1, no warm-up, on ``model`` at the recipe's real size (the dry run: tiny)."""
+    out = work / f"sgd_{model}"
     size = (
         ["--device", "cpu", "--steps", "3", "--warmups", "0", "--override", "model=tiny"]
         if cpu
-        else ["--device", "gpu", "--height", "64", "--input", "64", "44", "--frames", "30"]
-        + ["--pk", "32", "4", "--steps", str(steps), "--warmups", "0"]
+        else [
+            *("--device", "gpu", "--height", "64", "--input", "64", "44", "--frames", "30"),
+            *("--pk", "32", "4", "--steps", str(steps), "--warmups", "0"),
+        ]
     )
-    ok, out = _run(
+    ok, log = _run(
         f"sgd {model}",
-        [sys.executable, "scripts/sgd_stability.py", "--model", model, *size]
-        + ["--out", str(work / f"sgd_{model}")],
+        [sys.executable, "scripts/sgd_stability.py", "--model", model, *size, "--out", str(out)],
         600,
         {"GAITGL_ROOT": str(work), "WANDB_MODE": "offline"},
     )
-    verdicts = [line for line in out.splitlines() if line.startswith("warmup")]
-    return ("ok: " if ok else "FAILED: ") + ("; ".join(verdicts) or out[-300:])
+    verdicts = [line for line in log.splitlines() if line.startswith("warmup")]
+    return ("ok: " if ok else "FAILED: ") + ("; ".join(verdicts) or log[-300:])
 
 
 def main() -> None:
