@@ -172,6 +172,21 @@ def test_ckpt_path_takes_a_run_dir(tmp_path: Path) -> None:
         assert metrics["steps"] == 4  # resumed at its end: nothing left to train
 
 
+def test_a_finished_run_trained_on_logs_each_step_once(tmp_path: Path) -> None:
+    """Training a finished run longer (``ckpt_path=last``, larger ``max_steps``) goes on from
+    its last step: the curves hold steps 0-5 once each, evaluations at 1, 3 and 5, as one run
+    of 6 steps logs them (``last.ckpt`` written after fit was restored one step ahead: 0-3,
+    then 5-6)."""
+    common = [*TINY, *QUIET, "eval_every=2", "checkpoint_every=100"]
+    train(compose_config([*common, "trainer.max_steps=4"], tmp_path))
+    run = tmp_path / "run"
+    longer = [*common, "trainer.max_steps=6", "ckpt_path=last", f"resume={run}"]
+    assert train(compose_config(longer, tmp_path))["steps"] == 6
+    rows = _rows(run)
+    assert _steps_of(rows, "train/loss") == list(range(6))
+    assert _steps_of(rows, "val/rank1") == [1, 3, 5]
+
+
 # ----------------------------------------------------------------------------- the CLI (slow)
 @pytest.mark.slow
 @pytest.mark.timeout(3600)  # three CLI runs; a busy 2-core machine takes minutes for each

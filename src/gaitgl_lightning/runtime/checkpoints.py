@@ -431,6 +431,7 @@ class BestCheckpoint(Checkpoint):
         self.best_model_score: float | None = None
         self.last_model_path = ""
         self._saved_at = 0  # no evaluation before the first step keeps anything
+        self._last_at = -1  # the step of the last.ckpt written at the final step
 
     @property
     def state_key(self) -> str:
@@ -474,6 +475,21 @@ class BestCheckpoint(Checkpoint):
             self.best_model_score = score
             self.best_model_path = self._replace(trainer, self.best_model_path, self.filename)
         self.last_model_path = self._replace(trainer, self.last_model_path, "last")
+
+    def on_train_batch_end(self, trainer: L.Trainer, *args: Any) -> None:
+        """At the final step, ``last.ckpt``, before that step's evaluation. Why here and not
+        after fit: Lightning counts a step's logging index up at the end of the step and, on
+        restoring a checkpoint, adds the one that a save inside the step has not counted yet;
+        saved after fit, the state already counts it, and a run trained on from it logged every
+        step one ahead (a gap in the curves)."""
+        if 0 < trainer.max_steps <= trainer.global_step and trainer.state.fn == "fit":
+            self.last_model_path = os.path.join(self.dirpath, "last.ckpt")
+            trainer.save_checkpoint(self.last_model_path)
+            self._last_at = trainer.global_step
+
+    def wrote_last_at(self, step: int) -> bool:
+        """Whether ``last.ckpt`` holds step ``step``'s state (written at the final step)."""
+        return self._last_at == step
 
     def _better(self, score: float) -> bool:
         best = self.best_model_score
@@ -529,9 +545,10 @@ def best_checkpoint(trainer: L.Trainer) -> str | None:
 
 
 def save_last(trainer: L.Trainer) -> None:
-    """Write ``last.ckpt`` at the final step (the final step need not fall on an evaluation).
-    Runs on every rank; rank 0 writes."""
-    if kept_checkpoints(trainer) is not None:
+    """Write ``last.ckpt`` after fit, unless the final step wrote it (a run that reached
+    ``max_steps``; ``BestCheckpoint.on_train_batch_end``). Runs on every rank; rank 0 writes."""
+    kept = kept_checkpoints(trainer)
+    if kept is not None and not kept.wrote_last_at(trainer.global_step):
         trainer.save_checkpoint(checkpoints_dir(trainer) / "last.ckpt")
 
 
