@@ -311,6 +311,7 @@ class GaitGL(nn.Module):
         self.reset_parameters()
 
     # ------------------------------------------------------------------ set-up helpers
+    @torch.no_grad()
     def reset_parameters(self, seed: int | None = None) -> None:
         """Reference-code init: xavier_uniform convs and per-part FCs, BN weight N(1, 0.02), bias 0.
 
@@ -323,17 +324,16 @@ class GaitGL(nn.Module):
         """
         base = torch.initial_seed() if seed is None else int(seed)
         for name, m in self.named_modules():
+            if not isinstance(m, (nn.Conv3d, SeparateFCs, nn.BatchNorm1d)):
+                continue
             gen = torch.Generator().manual_seed(_mix(base, zlib.crc32(name.encode())))
             if isinstance(m, nn.Conv3d):
-                with torch.no_grad():
-                    m.weight.copy_(_xavier_uniform(m.weight, gen))
+                m.weight.copy_(_xavier_uniform(m.weight, gen))
             elif isinstance(m, SeparateFCs):
-                with torch.no_grad():
-                    m.fc_bin.copy_(_xavier_uniform(m.fc_bin, gen))
-            elif isinstance(m, nn.BatchNorm1d):
-                with torch.no_grad():
-                    m.weight.copy_(torch.randn(m.weight.shape, generator=gen) * 0.02 + 1.0)
-                nn.init.zeros_(m.bias)
+                m.fc_bin.copy_(_xavier_uniform(m.fc_bin, gen))
+            else:
+                m.weight.copy_(torch.randn(m.weight.shape, generator=gen) * 0.02 + 1.0)
+                m.bias.zero_()
 
     def _min_frames(self) -> int:
         """Fewest input frames for which every LTA still outputs >= 1 frame."""
