@@ -19,6 +19,12 @@ from gaitgl_lightning import config_dir
 #: A tiny but complete run: the ``debug=tiny`` preset (conf/debug/tiny.yaml). Kept as a name so
 #: that tests read ``[*TINY, ...]``.
 TINY = ("debug=tiny",)
+# The journal layout at test width (16 x 12 input), for tests that build GaitGL directly.
+TINY_STAGES = [
+    {"channels": 4, "local": "mask", "pool": "lta"},
+    {"channels": 6, "local": "mask", "pool": "sp"},
+    {"channels": 6, "layers": 2, "local": "mask", "last": "B"},
+]
 
 
 def compose_config(overrides: Sequence[str], root: Path) -> DictConfig:

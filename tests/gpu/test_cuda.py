@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from helpers import TINY, cli_env, compose_config, run_python
+from helpers import TINY, TINY_STAGES, cli_env, compose_config, run_python
 
 from gaitgl_lightning.models import GaitGL, MaskStrategy
 from gaitgl_lightning.runtime.evaluation import Evaluation
@@ -20,11 +20,7 @@ pytestmark = [
     pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device"),
 ]
 SIZE = (16, 12)
-STAGES = [
-    {"channels": 4, "local": "mask", "pool": "lta"},
-    {"channels": 6, "local": "mask", "pool": "sp"},
-    {"channels": 6, "layers": 2, "local": "mask", "last": "B"},
-]
+STAGES = TINY_STAGES
 GPU_RUN = [
     *TINY,
     "trainer=gpu",

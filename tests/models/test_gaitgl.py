@@ -6,16 +6,13 @@ import copy
 
 import pytest
 import torch
+from helpers import TINY_STAGES
 
 from gaitgl_lightning.losses import GaitGLLoss
 from gaitgl_lightning.models import GLCL, GaitGL, MaskStrategy, silhouettes_to_input
 
 SIZE = (16, 12)
-JOURNAL = [
-    {"channels": 4, "local": "mask", "pool": "lta"},
-    {"channels": 6, "local": "mask", "pool": "sp"},
-    {"channels": 6, "layers": 2, "local": "mask", "last": "B"},
-]
+JOURNAL = TINY_STAGES
 # OpenGait's layout: a conv stem and the fixed partition (mask=part_fixed), its parts per stage.
 OPENGAIT = [
     {"kind": "conv", "channels": 3, "layers": 2, "pool": "lta"},
