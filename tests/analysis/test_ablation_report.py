@@ -99,7 +99,18 @@ def test_bad_input_is_one_line(tmp_path: Path, capsys: pytest.CaptureFixture[str
     err = capsys.readouterr().err.strip()
     assert err.startswith("error: ") and "other.csv" in err and "\n" not in err
     assert main([str(_write(tmp_path / "ok")), "--ref", "nope", "--no-plot"]) == 2
-    assert "no arm 'nope'" in capsys.readouterr().err
+    assert "no table has an arm 'nope'" in capsys.readouterr().err
+
+
+def test_ref_applies_to_the_tables_that_have_that_arm(tmp_path: Path) -> None:
+    """A results folder holds several tables; ``--ref far`` re-references the one with a
+    ``far`` arm and leaves the others on their own reference instead of failing on them."""
+    folder = _write(tmp_path)
+    other = (folder / "demo.csv").read_text().replace("demo,", "other,").replace(",far,", ",ref2,")
+    (folder / "other.csv").write_text(other)
+    demo, other_table = build_tables(read_csv_rows(folder), reference="far")
+    assert (demo.name, demo.reference) == ("demo", "far")
+    assert other_table.name == "other" and other_table.reference != "far"
 
 
 def _views_table(rows: list[list[float]]) -> Table:

@@ -367,7 +367,9 @@ def default_reference(table: str) -> str | None:
 
 def build_tables(rows: Sequence[RunRow], reference: str | None = None) -> list[Table]:
     """Group rows into tables and arms (run order kept); arms with one ``setting`` merge into
-    the first (a flagged duplicate, not a second point). ``reference`` overrides the default.
+    the first (a flagged duplicate, not a second point). ``reference`` overrides the default in
+    every table that has that arm (a folder such as docs/results holds tables with other arms);
+    a reference that no table has is an error.
 
     A seed that appears twice for one arm (two runs of one job) is an error: the report would
     otherwise pick one silently.
@@ -386,7 +388,8 @@ def build_tables(rows: Sequence[RunRow], reference: str | None = None) -> list[T
     for name, arms in tables.items():
         merged = _merge_same_settings(list(arms.values()))
         table_rows = [r for a in arms.values() for r in a.runs.values()]
-        ref = reference or default_reference(name) or merged[0].name
+        own = reference if reference in arms else None
+        ref = own or default_reference(name) or merged[0].name
         table = Table(
             name,
             merged,
@@ -396,6 +399,9 @@ def build_tables(rows: Sequence[RunRow], reference: str | None = None) -> list[T
         )
         table.ref  # noqa: B018 - names the arms when the reference is not one of them
         out.append(table)
+    if reference and all(t.reference != reference for t in out):
+        arms_of = "; ".join(f"{t.name}: {[a.name for a in t.arms]}" for t in out)
+        raise ReportError(f"no table has an arm {reference!r}; the arms are {arms_of}")
     return out
 
 
