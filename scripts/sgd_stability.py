@@ -84,7 +84,7 @@ def verdict(rows: list[dict[str, float]], steps: int) -> str:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--model", default="gaitgl_large_sp1")
+    parser.add_argument("--model", default="gaitgl_large_sp1_stem", help="the presets' net")
     parser.add_argument("--device", choices=["cpu", "gpu"], default="cpu")
     parser.add_argument("--size", default="tiny", help="synthetic set size (tiny / default)")
     parser.add_argument("--height", type=int, default=16, help="synthetic frame height")
