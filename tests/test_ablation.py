@@ -9,6 +9,7 @@ import json
 import os
 import shutil
 import sys
+import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -207,17 +208,34 @@ def test_ratios_that_drop_the_same_columns_are_one_arm(
     assert "strip_v_d0.3 run exactly what strip_v_d0.25 runs" in md
 
 
+def _read_once_written(folder: Path, timeout: float = 60.0) -> Any:
+    """The W&B run in ``folder``, read again until its run record is there: W&B's writer is its
+    own process and may still be flushing the last job's file when ``wandb.finish()`` has
+    returned in this one (seen in CI on a busy machine: no run record yet, a moment later
+    there)."""
+    from gaitgl_lightning.analysis.wandb_offline import WandbLogError, load_wandb_run
+
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            wandb_run = load_wandb_run(folder)
+            if wandb_run.run_id or time.monotonic() > deadline:
+                return wandb_run
+        except WandbLogError:  # a record cut off mid-write
+            if time.monotonic() > deadline:
+                raise
+        time.sleep(0.5)
+
+
 @pytest.mark.slow  # a W&B run
 def test_wandb_runs_are_grouped_by_arm(
     tmp_path: Path, data_dir: Path, count_jobs: list[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from gaitgl_lightning.analysis.wandb_offline import load_wandb_run
-
     monkeypatch.setenv("WANDB_MODE", "offline")
     _ablation(tmp_path, data_dir, *SWEEP_ARGS, "seed=0", "logger=csv_wandb")
     for arm in ARMS:
         (folder,) = (tmp_path / "outputs/ablation/table5" / arm / "seed0" / "wandb").glob(
             "offline-run-*"
         )
-        wandb_run = load_wandb_run(folder)
+        wandb_run = _read_once_written(folder)
         assert (wandb_run.group, wandb_run.name) == (f"table5/{arm}", f"table5-{arm}-seed0")
