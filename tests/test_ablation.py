@@ -124,7 +124,8 @@ def test_report_gives_the_runs_numbers_paired_by_seed(sweep: Sweep, tmp_path: Pa
         diffs = [score["strip_v", s] - score["glcl_nomask", s] for s in SEEDS]
         assert strip.paired(tab.ref, column).mean == pytest.approx(sum(diffs) / 2)
     runs_csv = (sweep.table / "runs.csv").read_text()
-    assert runs_csv.splitlines()[0] == "table,arm,seed,steps,NM,BG,CL,mean,run,masks,setting"
+    head = "table,arm,seed,steps,NM,BG,CL,mean,run,masks,setting,strategy,ratio"
+    assert runs_csv.splitlines()[0] == head
     assert len(runs_csv.splitlines()) == 5 and "strip_v/seed1" in runs_csv
     for name in ("table5.md", "table5-summary.csv", "table5.png"):
         assert (tmp_path / "report" / name).stat().st_size > 0
@@ -155,6 +156,21 @@ def test_a_job_dir_of_another_config_is_an_error_not_overwritten(
         _ablation(sweep.root, data_dir, *SWEEP_ARGS, "seed=0", "trainer.max_steps=3")
     assert stop.value.code == 1 and not count_jobs
     assert (job / "metrics.json").read_bytes() == before
+
+
+def test_editing_how_the_report_reads_a_sweep_reruns_no_job(
+    sweep: Sweep, data_dir: Path, count_jobs: list[str]
+) -> None:
+    # The reference and the control say how the report reads the sweep, not what a job runs:
+    # every finished job stays its own, not "another config".
+    _ablation(
+        sweep.root,
+        data_dir,
+        *SWEEP_ARGS,
+        "ablation.reference=strip_v",
+        "+ablation.control=table5/strip_v",
+    )
+    assert not count_jobs
 
 
 @pytest.mark.slow  # 4 more evaluation jobs; the fast tier has the sweep, report and re-run
@@ -206,6 +222,8 @@ def test_ratios_that_drop_the_same_columns_are_one_arm(
     assert [a.label for a in tab.arms] == ["strip_v_d0.25 = strip_v_d0.3"]  # one point
     md = (sweep / "report" / "fig4.md").read_text()
     assert "strip_v_d0.3 run exactly what strip_v_d0.25 runs" in md
+    runs = (sweep / "runs.csv").read_text().splitlines()  # what the network drew, and d
+    assert runs[0].endswith(",strategy,ratio") and runs[1].endswith(",strip_v,0.25")
 
 
 def _read_once_written(folder: Path, timeout: float = 60.0) -> Any:

@@ -36,6 +36,9 @@ log = logging.getLogger(__name__)
 
 #: Settings that may differ between two attempts of one job: how it was started, not what it is.
 _ATTEMPT_KEYS = ("ckpt_path", "resume_sweep")
+#: Settings that say how the report reads a sweep, not what a job runs: editing them leaves every
+#: finished job of the sweep its own.
+_READING_KEYS = ("ablation.reference", "ablation.control")
 #: The metrics.json key of each task's result.
 RESULT_KEY = {"train": "final", "eval": "eval"}
 
@@ -59,9 +62,14 @@ def flatten_config(node: Any, prefix: str = "") -> dict[str, Any]:
 
 
 def config_differences(current: Mapping[str, Any], recorded: Mapping[str, Any]) -> list[str]:
-    """``key: recorded -> current`` for every setting that differs (attempt keys aside)."""
+    """``key: recorded -> current`` for every setting that differs (attempt and reading keys
+    aside)."""
     now, then = flatten_config(current), flatten_config(recorded)
-    keys = sorted(k for k in now.keys() | then.keys() if k.split(".")[0] not in _ATTEMPT_KEYS)
+    keys = sorted(
+        k
+        for k in now.keys() | then.keys()
+        if k.split(".")[0] not in _ATTEMPT_KEYS and k not in _READING_KEYS
+    )
     missing = "<absent>"
     return [
         f"{k}: {then.get(k, missing)} -> {now.get(k, missing)}"

@@ -148,15 +148,27 @@ def test_ablation_notebook_on_committed_csvs(
             f"table5,strip_v,{seed},300,90,80,70,{arm},,,",
         ]
     (results / "table5.csv").write_text("\n".join(rows) + "\n")
+    fig4 = ["table,arm,seed,steps,NM,BG,CL,mean,run,masks,setting,strategy,ratio"]
+    fig4 += [
+        f"fig4,strip_v_d{d},{seed},300,90,80,70,{80 + seed - 10 * d},,,,strip_v,{d}"
+        for seed in range(3)
+        for d in (0.1, 0.3, 0.5)
+    ]
+    (results / "fig4.csv").write_text("\n".join(fig4) + "\n")
     out = tmp_path / "out"
     args = ["--outputs", str(tmp_path / "none"), "--ablation", str(results), "--out", str(out)]
     assert main([*args, "--only", "ablation"]) == 0, capsys.readouterr().err
     nb = nbformat.read(out / "ablation.ipynb", as_version=4)
     text = _text(nb)
-    assert "table5: 1 table(s)" not in text and "1 table(s): table5" in text
-    assert "strip_v - glcl_nomask: +1.17 [-0.73, +3.06]" in "\n".join(
+    assert "2 table(s): fig4, table5" in text
+    shown = "\n".join(
         "".join(o.get("data", {}).get("text/markdown", ""))
         for c in nb.cells
         for o in c.get("outputs", [])
     )
-    assert_png_not_blank(out / "figures" / "table5.png")
+    assert "strip_v - glcl_nomask: +1.17 [-0.73, +3.06]" in shown
+    assert "Against the control table5/glcl_nomask" in shown and "strip_v over d = 0.1" in shown
+    images = [o for c in nb.cells for o in c.get("outputs", []) if "image/png" in o.get("data", {})]
+    assert len(images) == 3  # fig4, its curve against d, table5
+    for name in ("table5.png", "fig4.png", "fig4-ratio.png"):
+        assert_png_not_blank(out / "figures" / name)

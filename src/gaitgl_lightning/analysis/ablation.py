@@ -26,11 +26,12 @@ from typing import Any
 import yaml
 
 from gaitgl_lightning.analysis.probe_views import probe_view_scores
+from gaitgl_lightning.analysis.tables import RATIO_FREE, mask_setting
 from gaitgl_lightning.sweepjobs import flatten_config
 
 #: The per-run CSV's columns around the condition columns (``NM``, ``BG``, ``CL``, ...).
 HEAD = ("table", "arm", "seed", "steps")
-TAIL = ("mean", "run", "masks", "setting")
+TAIL = ("mean", "run", "masks", "setting", "strategy", "ratio")
 REQUIRED = ("table", "arm", "seed", "mean")
 #: Settings that differ between the jobs of one ablation without being what an arm changes.
 NOT_SETTINGS = ("name", "ablation", "logger", "paths", "hydra", "callbacks", "resume_sweep")
@@ -73,6 +74,10 @@ class RunRow:
     run: str = ""
     masks: str = ""
     setting: str = ""
+    #: the mask strategy the network drew its masks with ("" for a network without masks)
+    strategy: str = ""
+    #: its dropping ratio d (None where d does not set the masks: no masks, the fixed partition)
+    ratio: float | None = None
     #: rank-1 (%) per condition and probe view, ``"NM/000"`` (view protocols; analysis.probe_views)
     probe_views: dict[str, float] = field(default_factory=dict)
 
@@ -82,7 +87,8 @@ class RunRow:
         for name in (*conditions, "mean"):
             value = self.scores.get(name)
             row[name] = "" if value is None else f"{value:.4f}"
-        row.update(run=self.run, masks=self.masks, setting=self.setting)
+        row.update(run=self.run, masks=self.masks, setting=self.setting, strategy=self.strategy)
+        row["ratio"] = "" if self.ratio is None else f"{self.ratio:g}"
         return row
 
 
@@ -142,6 +148,8 @@ def _read_run(metrics_file: Path, root: Path) -> _Found | None:
     ablation = config.get("ablation") or {}
     rel = run_dir.relative_to(root).as_posix() if run_dir != root else run_dir.name
     masks = metrics.get("masks") or {}
+    strategy = str(masks.get("strategy") or "")  # what the network drew, not what a group names
+    _, ratio = mask_setting(config)
     row = RunRow(
         table=str(ablation.get("name") or root.name),
         arm=str(ablation.get("arm") or _overrides_label(run_dir)),
@@ -150,6 +158,8 @@ def _read_run(metrics_file: Path, root: Path) -> _Found | None:
         scores=_scores(result),
         run=rel,
         masks=str(masks.get("text", "")),
+        strategy=strategy,
+        ratio=None if not strategy or strategy in RATIO_FREE or math.isnan(ratio) else ratio,
         probe_views=probe_view_scores(result),
     )
     hydra = _load_yaml(run_dir / ".hydra" / "hydra.yaml") or {}
@@ -229,6 +239,7 @@ def _csv_row(raw: Mapping[str, str], conditions: Sequence[str], where: str) -> R
         scores = {c: float(raw[c]) for c in (*conditions, "mean") if raw.get(c) not in ("", None)}
         steps = int(raw["steps"]) if raw.get("steps") else None
         seed = int(raw["seed"])
+        ratio = float(raw["ratio"]) if raw.get("ratio") else None
     except ValueError as err:
         raise ReportError(f"{where}: {err}") from None
     return RunRow(
@@ -240,6 +251,8 @@ def _csv_row(raw: Mapping[str, str], conditions: Sequence[str], where: str) -> R
         run=raw.get("run") or "",
         masks=raw.get("masks") or "",
         setting=raw.get("setting") or "",
+        strategy=raw.get("strategy") or "",
+        ratio=ratio,
     )
 
 
@@ -332,6 +345,11 @@ class Table:
     reference: str
     conditions: list[str]
     steps: list[int]
+    #: an arm of another table that this one pairs with by seed (``ablation.control``: fig4's
+    #: arms against table5's network without masks), when the rows hold that table
+    control: Arm | None = None
+    #: ``<table>/<arm>`` as the config names it (set even when the rows lack that table)
+    control_name: str = ""
 
     @property
     def columns(self) -> list[str]:
@@ -354,15 +372,40 @@ class Table:
         return sorted({s for arm in self.arms for s in arm.runs})
 
 
-def default_reference(table: str) -> str | None:
-    """The reference arm an ablation config names (``ablation.reference`` in
-    ``conf/ablation/<table>.yaml``), so that CSV rows alone find it too."""
+def _ablation_key(table: str, key: str) -> str | None:
+    """``ablation.<key>`` of ``conf/ablation/<table>.yaml``, so that CSV rows alone find it."""
     from gaitgl_lightning import config_dir
 
     path = config_dir() / "ablation" / f"{table}.yaml"
     data = _load_yaml(path) if path.is_file() else None
-    reference = ((data or {}).get("ablation") or {}).get("reference")
-    return str(reference) if reference else None
+    value = ((data or {}).get("ablation") or {}).get(key)
+    return str(value) if value else None
+
+
+def default_reference(table: str) -> str | None:
+    """The reference arm an ablation config names (``ablation.reference``)."""
+    return _ablation_key(table, "reference")
+
+
+def _attach_controls(tables: Sequence[Table]) -> None:
+    """Give each table the arm its config names as ``ablation.control`` (``table5/glcl_nomask``)
+    when these rows hold it. Why across tables: an ablation that sweeps one mask setting has no
+    arm without masks of its own, and the one it would add is another table's arm run from the
+    same budget, data and training seeds, so it pairs by seed as the table's own arms do."""
+    by_name = {t.name: t for t in tables}
+    for table in tables:
+        name = _ablation_key(table.name, "control")
+        if not name:
+            continue
+        other, _, arm = name.partition("/")
+        if not arm:
+            raise ReportError(
+                f"conf/ablation/{table.name}.yaml: ablation.control is {name!r}; give it as "
+                "<table>/<arm>, e.g. table5/glcl_nomask"
+            )
+        table.control_name = name
+        if other in by_name:
+            table.control = by_name[other].arm(arm)
 
 
 def build_tables(rows: Sequence[RunRow], reference: str | None = None) -> list[Table]:
@@ -399,6 +442,7 @@ def build_tables(rows: Sequence[RunRow], reference: str | None = None) -> list[T
         )
         table.ref  # noqa: B018 - names the arms when the reference is not one of them
         out.append(table)
+    _attach_controls(out)
     if reference and all(t.reference != reference for t in out):
         arms_of = "; ".join(f"{t.name}: {[a.name for a in t.arms]}" for t in out)
         raise ReportError(f"no table has an arm {reference!r}; the arms are {arms_of}")

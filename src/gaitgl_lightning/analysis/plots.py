@@ -44,7 +44,8 @@ def trained_steps(index: pd.Index) -> np.ndarray:
     return np.asarray(index, dtype=np.int64) + 1
 
 
-def _pyplot() -> Any:
+def agg_pyplot() -> Any:
+    """matplotlib.pyplot on the Agg backend unless one is chosen (figures are saved, not shown)."""
     import matplotlib
 
     matplotlib.use("Agg", force=False)  # keeps an interactive backend a notebook already chose
@@ -90,7 +91,7 @@ def plot_training_curves(
     panels = [p for p in panels if p[1]]
     if not panels:
         raise ValueError(f"{history.attrs.get('source', 'history')}: no train/* columns to plot")
-    plt = _pyplot()
+    plt = agg_pyplot()
     ncols = 3 if len(panels) > 4 else 2
     nrows = -(-len(panels) // ncols)
     fig, axes = plt.subplots(nrows, ncols, figsize=(4.6 * ncols, 3.2 * nrows), squeeze=False)
@@ -179,7 +180,7 @@ def plot_eval_curves(
             f"{history.attrs.get('source', 'history')}: no {prefix}/* columns (no evaluation "
             "was logged; is eval_every larger than the run?)"
         )
-    plt = _pyplot()
+    plt = agg_pyplot()
     fig, ax = plt.subplots(figsize=(6.0, 4.0))
     top = 0.0
     for name, col in columns.items():
@@ -220,7 +221,7 @@ def plot_runs_metric(
     drawn = {label: v for label, v in drawn.items() if len(v)}
     if not drawn:
         raise ValueError(f"none of the {len(histories)} runs logged {column!r}")
-    plt = _pyplot()
+    plt = agg_pyplot()
     fig, ax = plt.subplots(figsize=(6.4, 4.0))
     scale = 100.0 if percent else 1.0
     offsets, shared = _identical_offsets(drawn)
@@ -277,7 +278,7 @@ def plot_ratio_sweep(
     if not metrics:
         raise ValueError("the runs have no rank-1 results (metrics.json missing?)")
     groups = [(None, table)] if group is None or group not in table else list(table.groupby(group))
-    plt = _pyplot()
+    plt = agg_pyplot()
     fig, axes = plt.subplots(
         1, len(groups), figsize=(4.2 * len(groups), 3.6), squeeze=False, sharey=True
     )
@@ -311,7 +312,7 @@ def plot_embeddings_2d(
     """
     if not panels:
         raise ValueError("plot_embeddings_2d: no panels")
-    plt = _pyplot()
+    plt = agg_pyplot()
     subjects = sorted({str(s) for _, labels in panels.values() for s in labels})
     cmap = plt.get_cmap("tab10" if len(subjects) <= 10 else "tab20")
     colour = {s: cmap(i % cmap.N) for i, s in enumerate(subjects)}

@@ -22,7 +22,7 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from gaitgl_lightning.analysis import probe_views
+from gaitgl_lightning.analysis import probe_views, ratio_sweep
 from gaitgl_lightning.analysis.ablation import (
     Arm,
     ReportError,
@@ -86,9 +86,10 @@ def _direction(spread: Spread) -> str:
     return "higher" if spread.mean > 0 else "lower"
 
 
-def verdicts(table: Table) -> list[str]:
-    """One sentence per arm against the reference, in words: within noise or not, and where."""
-    ref = table.ref
+def verdicts(table: Table, ref: Arm | None = None) -> list[str]:
+    """One sentence per arm against the reference (or ``ref``: the table's control), in words:
+    within noise or not, and where."""
+    ref = ref or table.ref
     lines = []
     for arm in table.arms:
         if arm is ref:
@@ -121,6 +122,11 @@ def notes(table: Table) -> list[str]:
                 f"{', '.join(arm.same_as)} run exactly what {arm.name} runs (the same settings "
                 f"and the same masks: {masks or 'see metrics.json'}): shown once, as {arm.label}."
             )
+    if table.control_name and table.control is None:
+        out.append(
+            f"no paired difference to the control {table.control_name}: these rows lack that "
+            "table (run the report on a folder that holds both, e.g. docs/results)."
+        )
     seeds = table.seeds
     for arm in table.arms:
         missing = sorted(set(seeds) - set(arm.runs))
@@ -182,28 +188,70 @@ def _rows(table: Table) -> list[list[str]]:
     return body
 
 
+def _control_rows(table: Table, control: Arm) -> list[list[str]]:
+    """Per arm: the seeds it shares with the control and the paired differences to it."""
+    return [
+        [arm.label, str(arm.paired(control, "mean").n)]
+        + [diff_cell(arm.paired(control, c)) for c in ("mean", *table.conditions)]
+        for arm in table.arms
+    ]
+
+
+def _control_header(table: Table) -> list[str]:
+    return ["arm", "n", "Δ mean", *(f"Δ {c}" for c in table.conditions)]
+
+
+def _md_table(header: list[str], rows: list[list[str]]) -> list[str]:
+    return [
+        "| " + " | ".join(header) + " |",
+        "|" + "|".join("---" for _ in header) + "|",
+        *("| " + " | ".join(row) + " |" for row in rows),
+    ]
+
+
+def control_section(table: Table) -> list[str]:
+    """Markdown lines: the paired differences of every arm to the table's control, in a table
+    and in words; nothing when the rows lack the control."""
+    control = table.control
+    if control is None:
+        return []
+    lines = [
+        "",
+        f"Against the control {table.control_name} (paired by seed: Δ = arm - control, mean "
+        "[95% CI]):",
+        "",
+        *_md_table(_control_header(table), _control_rows(table, control)),
+        "",
+    ]
+    return lines + [f"- {line}" for line in verdicts(table, control)]
+
+
 def _header(table: Table) -> list[str]:
     return ["arm", "n", *table.columns, "Δ mean", *(f"Δ {c}" for c in table.conditions)]
 
 
 def markdown(table: Table) -> str:
     """The table as Markdown, with the verdicts, notes and noise floor below it."""
-    header = _header(table)
     lines = [f"### {table.name}", "", describe(table), ""]
-    lines.append("| " + " | ".join(header) + " |")
-    lines.append("|" + "|".join("---" for _ in header) + "|")
-    lines += ["| " + " | ".join(row) + " |" for row in _rows(table)]
+    lines += _md_table(_header(table), _rows(table))
     lines.append("")
     lines += [f"- {line}" for line in (*verdicts(table), *notes(table), *noise_lines(table))]
+    lines += control_section(table)
+    curve_lines = ratio_sweep.lines(table)
+    if curve_lines:
+        lines += ["", "Against the dropping ratio d (per strategy):", ""]
+        lines += [f"- {line}" for line in curve_lines]
     return "\n".join(lines) + "\n"
 
 
 def summary_csv(table: Table) -> str:
     """Per arm: n, mean and SE per column, paired difference with its interval and verdict."""
-    ref = table.ref
+    ref, control = table.ref, table.control
     fields = ["table", "arm", "same_as", "n", "reference"]
     for c in table.columns:
         fields += [c, f"{c}_se", f"{c}_diff", f"{c}_ci_low", f"{c}_ci_high", f"{c}_within_noise"]
+    if control is not None:
+        fields += ["control", *(f"{c}_vs_control{s}" for c in table.columns for s in _VS)]
     out = io.StringIO()
     writer = csv.DictWriter(out, fieldnames=fields, lineterminator="\n")
     writer.writeheader()
@@ -222,8 +270,18 @@ def summary_csv(table: Table) -> str:
                 row[f"{c}_diff"], row[f"{c}_ci_low"] = _fmt(diff.mean), _fmt(diff.low)
                 row[f"{c}_ci_high"] = _fmt(diff.high)
                 row[f"{c}_within_noise"] = str(diff.within_noise).lower() if diff.n >= 2 else ""
+        if control is not None:
+            row["control"] = table.control_name
+            for c in table.columns:
+                diff = arm.paired(control, c)
+                for suffix, value in zip(_VS, (diff.mean, diff.low, diff.high), strict=True):
+                    row[f"{c}_vs_control{suffix}"] = _fmt(value)
         writer.writerow(row)
     return out.getvalue()
+
+
+#: Suffixes of the summary CSV's columns against the control: difference, 95% CI low, high.
+_VS = ("", "_ci_low", "_ci_high")
 
 
 def _fmt(value: float) -> str:
@@ -297,15 +355,23 @@ def print_table(table: Table) -> None:
         console.print(f"  {line}", highlight=False)
     for line in noise_lines(table):
         console.print(f"  noise floor: {line}", highlight=False)
+    if table.control is not None:
+        for line in verdicts(table, table.control):
+            console.print(f"  against the control: {line}", highlight=False)
+    for line in ratio_sweep.lines(table):
+        console.print(f"  against d: {line}", highlight=False)
 
 
 def write_outputs(table: Table, out: Path, draw: bool = True) -> list[Path]:
-    """``<table>.md``, ``<table>-summary.csv`` and (``draw``) ``<table>.png`` under ``out``."""
+    """``<table>.md``, ``<table>-summary.csv`` and (``draw``) ``<table>.png`` under ``out``, and
+    ``<table>-ratio.png`` for a table that sweeps the dropping ratio."""
     files = [out / f"{table.name}.md", out / f"{table.name}-summary.csv"]
     atomic_write_text(files[0], markdown(table))
     atomic_write_text(files[1], summary_csv(table))
     if draw:
         files.append(plot(table, out / f"{table.name}.png"))
+        curve = ratio_sweep.plot(table, out / f"{table.name}-ratio.png")
+        files += [curve] if curve else []
     return files
 
 

@@ -56,7 +56,8 @@ def _branches(config: dict[str, Any]) -> list[tuple[str, bool]]:
     ]
 
 
-def _strategy(config: dict[str, Any]) -> tuple[str, float]:
+def mask_setting(config: dict[str, Any]) -> tuple[str, float]:
+    """(strategy, d) of a run's masks as its config sets them (d NaN when the config has none)."""
     mask = (config.get("model") or {}).get("mask") or config.get("mask") or {}
     if not isinstance(mask, dict):  # an unresolved interpolation: fall back to the mask group
         mask = config.get("mask") or {}
@@ -66,7 +67,7 @@ def _strategy(config: dict[str, Any]) -> tuple[str, float]:
 def table5_row(run: RunInfo) -> tuple[str, float]:
     """The Table 5 row of ``run`` and its d (NaN where d does not apply)."""
     branches = _branches(run.config)
-    strategy, ratio = _strategy(run.config)
+    strategy, ratio = mask_setting(run.config)
     d = math.nan if strategy in RATIO_FREE else ratio
     if branches and all(local == "none" for local, _ in branches):
         return "global only", math.nan
