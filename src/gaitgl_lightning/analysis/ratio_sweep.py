@@ -140,9 +140,11 @@ def trend_words(spread: Spread) -> str:
 def f_words(test: FTest | None) -> str:
     if test is None:
         return "no test (one seed)"
-    p = "p -" if math.isnan(test.p) else f"p = {test.p:.3f}"
+    head = f"F({test.dof[0]}, {test.dof[1]}) = {test.f:.2f}"
+    if math.isnan(test.p):
+        return f"{head}, p not computed (needs scipy)"
     verdict = "the ratios differ beyond noise" if test.p < 0.05 else "no difference beyond noise"
-    return f"F({test.dof[0]}, {test.dof[1]}) = {test.f:.2f}, {p}: {verdict}"
+    return f"{head}, p = {test.p:.3f}: {verdict}"
 
 
 def lines(table: Table) -> list[str]:
