@@ -77,6 +77,28 @@ def test_the_trend_and_the_f_test_match_a_hand_computation() -> None:
     assert "no difference beyond noise" in ratio_sweep.f_words(test)  # p = 0.074
 
 
+def test_two_strategies_over_the_same_ratios_give_their_gap_averaged_over_d() -> None:
+    # part_v is strip_v plus 1 / 2 / 0.5 points at every d of seeds 0 / 1 / 2.
+    lift = {0: 1.0, 1: 2.0, 2: 0.5}
+    rows = [r for r in _rows() if r.strategy != "part_v"]
+    rows += [
+        _row("fig4", f"part_v_d{d:g}", seed, values[j] + lift[seed], "part_v", d)
+        for seed, values in CURVE.items()
+        for j, d in enumerate(RATIOS)
+    ]
+    fig4 = next(t for t in build_tables(rows) if t.name == "fig4")
+    strip, part = ratio_sweep.curves(fig4)
+    got = ratio_sweep.gap(part, strip)
+    sd = math.sqrt(((1 - 7 / 6) ** 2 + (2 - 7 / 6) ** 2 + (0.5 - 7 / 6) ** 2) / 2)
+    half = 4.303 * sd / math.sqrt(3)
+    assert (got.mean, got.low, got.high) == pytest.approx(
+        (7 / 6, 7 / 6 - half, 7 / 6 + half), abs=2e-3
+    )
+    (line,) = ratio_sweep.gap_lines(fig4)
+    assert line.startswith("strip_v - part_v, averaged over d (n = 3): -1.17 [-3.06, +0.73]")
+    assert "points, within noise" in line  # the lift varies too much over three seeds
+
+
 def test_a_seed_without_every_ratio_is_left_out_of_the_curve() -> None:
     rows = [r for r in _rows() if not (r.seed == 2 and r.ratio == 0.3)]
     fig4 = next(t for t in build_tables(rows) if t.name == "fig4")

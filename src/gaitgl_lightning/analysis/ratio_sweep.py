@@ -7,7 +7,8 @@ over the seeds that have every ratio of the strategy (so every seed's curve has 
 - the **trend**: the least-squares slope of rank-1 against d, fitted per seed, as points per 0.1
   of d, with the 95% interval of its mean over seeds (a monotone change: rises or falls with d);
 - **any difference** among the ratios: the repeated-measures F test (ratio x seed, the ratio x
-  seed interaction as the error), which also sees a curve that peaks or dips in the middle.
+  seed interaction as the error), which also sees a curve that peaks or dips in the middle;
+- and, for two strategies over the same ratios, their **gap** averaged over d, paired by seed.
 
 Neither proves a flat curve: "within noise" says no change larger than the interval was seen;
 the interval says how large a change could still hide.
@@ -121,6 +122,20 @@ def _f_sf(f: float, d1: int, d2: int) -> float:
     return float(f_dist.sf(f, d1, d2))
 
 
+def gap(first: Curve, second: Curve, column: str = "mean") -> Spread:
+    """``first - second`` averaged over their ratios, per seed that has every ratio of both:
+    which strategy is higher across the sweep, in one comparison instead of one per ratio.
+    Both must sweep the same ratios."""
+    if first.ratios != second.ratios:
+        raise ValueError(f"{first.strategy} and {second.strategy} sweep other ratios")
+    seeds = sorted(set(first.seeds) & set(second.seeds))
+
+    def level(curve: Curve, seed: int) -> float:
+        return sum(arm.runs[seed].scores[column] for _, arm in curve.points) / len(curve.points)
+
+    return Spread.of([level(first, s) - level(second, s) for s in seeds])
+
+
 def _signed(value: float) -> str:
     return "-" if math.isnan(value) else f"{value:+.2f}"
 
@@ -129,7 +144,7 @@ def trend_words(spread: Spread) -> str:
     """``+0.31 [-0.52, +1.14] points per 0.1 of d: ...`` in words."""
     if spread.n < 2:
         return f"{_signed(spread.mean)} points per {SLOPE_UNIT:g} of d (1 seed, no interval)"
-    cell = f"{_signed(spread.mean)} [{_signed(spread.low)}, {_signed(spread.high)}]"
+    cell = _cell(spread)
     if spread.within_noise:
         verdict = "no trend beyond noise"
     else:
@@ -166,7 +181,43 @@ def lines(table: Table) -> list[str]:
             f"{f_words(any_difference(curve))}"
             + (f". By condition: {by_condition}." if by_condition else ".")
         )
+    return out + gap_lines(table)
+
+
+def gap_lines(table: Table) -> list[str]:
+    """Per pair of strategies that sweep the same ratios: their gap averaged over d, in words."""
+    found = [c for c in curves(table) if c.seeds]
+    out = []
+    for i, first in enumerate(found):
+        for second in found[i + 1 :]:
+            if first.ratios != second.ratios:
+                continue
+            mean = gap(first, second)
+            if mean.n == 0:
+                continue
+            by_condition = "; ".join(
+                f"{c} {_cell(gap(first, second, c))}" for c in table.conditions
+            )
+            out.append(
+                f"{first.strategy} - {second.strategy}, averaged over d (n = {mean.n}): "
+                f"{_cell(mean)} points, {_verdict(mean)}"
+                + (f". By condition: {by_condition}." if by_condition else ".")
+            )
     return out
+
+
+def _cell(spread: Spread) -> str:
+    if spread.n < 2:
+        return f"{_signed(spread.mean)} (1 seed)"
+    return f"{_signed(spread.mean)} [{_signed(spread.low)}, {_signed(spread.high)}]"
+
+
+def _verdict(spread: Spread) -> str:
+    if spread.n < 2:
+        return "no interval (one seed)"
+    if spread.within_noise:
+        return "within noise"
+    return "higher beyond noise" if spread.mean > 0 else "lower beyond noise"
 
 
 def control_level(table: Table, curve: Curve, column: str) -> float:
