@@ -127,10 +127,17 @@ def test_the_report_pairs_fig4_with_table5s_control(tmp_path: Path) -> None:
     assert not (folder / "report" / "table5-ratio.png").exists()  # no curve there
 
 
-def test_without_the_control_table_the_report_says_so(tmp_path: Path) -> None:
+def test_without_the_control_the_report_says_so(tmp_path: Path) -> None:
     folder = _write(tmp_path / "results", _rows(with_control=False))
     (fig4,) = report(folder, draw=False, show=False)
     assert fig4.control is None
     md = (folder / "report" / "fig4.md").read_text()
-    assert "no paired difference to the control table5/glcl_nomask" in md
+    assert "no paired difference to the control table5/glcl_nomask: these rows lack it" in md
     assert "Against the control" not in md
+    # table5 there (read against its strip_v), but without the control's arm: the same note.
+    other = [_row("table5", "strip_v", s, v) for s, v in CONTROL.items()]
+    folder = _write(tmp_path / "partial", _rows(with_control=False) + other)
+    tables = report(folder, reference="strip_v", draw=False, show=False)
+    fig4 = next(t for t in tables if t.name == "fig4")
+    assert fig4.control is None
+    assert "these rows lack it" in (folder / "report" / "fig4.md").read_text()

@@ -404,8 +404,9 @@ def _attach_controls(tables: Sequence[Table]) -> None:
                 "<table>/<arm>, e.g. table5/glcl_nomask"
             )
         table.control_name = name
-        if other in by_name:
-            table.control = by_name[other].arm(arm)
+        found = by_name.get(other)
+        if found is not None and any(arm == a.name or arm in a.same_as for a in found.arms):
+            table.control = found.arm(arm)
 
 
 def build_tables(rows: Sequence[RunRow], reference: str | None = None) -> list[Table]:

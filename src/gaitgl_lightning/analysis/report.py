@@ -124,8 +124,8 @@ def notes(table: Table) -> list[str]:
             )
     if table.control_name and table.control is None:
         out.append(
-            f"no paired difference to the control {table.control_name}: these rows lack that "
-            "table (run the report on a folder that holds both, e.g. docs/results)."
+            f"no paired difference to the control {table.control_name}: these rows lack it "
+            "(run the report on a folder that holds both tables, e.g. docs/results)."
         )
     seeds = table.seeds
     for arm in table.arms:
