@@ -207,9 +207,9 @@ def gap_lines(table: Table) -> list[str]:
 
 
 def _cell(spread: Spread) -> str:
-    if spread.n < 2:
-        return f"{_signed(spread.mean)} (1 seed)"
-    return f"{_signed(spread.mean)} [{_signed(spread.low)}, {_signed(spread.high)}]"
+    from gaitgl_lightning.analysis.report import diff_cell  # the report imports this module
+
+    return diff_cell(spread)
 
 
 def _verdict(spread: Spread) -> str:
