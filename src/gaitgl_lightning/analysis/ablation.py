@@ -13,6 +13,7 @@ interval mean +- t(0.975, n - 1) * SE. A difference is "within noise" when the i
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import hashlib
 import json
@@ -310,6 +311,23 @@ class Spread:
         return cls(mean, sd, n)
 
 
+def points(value: float, signed: bool = False) -> str:
+    """A number of points as the report words it: two decimals (signed for a difference), "-"
+    for none."""
+    if math.isnan(value):
+        return "-"
+    return f"{value:+.2f}" if signed else f"{value:.2f}"
+
+
+def diff_cell(spread: Spread) -> str:
+    """``+d [low, high]``: a paired difference and its 95% interval."""
+    if spread.n == 0:
+        return "-"
+    if spread.n < 2:
+        return f"{points(spread.mean, True)} (1 seed)"
+    return f"{points(spread.mean, True)} [{points(spread.low, True)}, {points(spread.high, True)}]"
+
+
 @dataclass
 class Arm:
     """One arm of a table: its runs by seed; ``same_as`` the arms merged into it (same setting)."""
@@ -404,9 +422,9 @@ def _attach_controls(tables: Sequence[Table]) -> None:
                 "<table>/<arm>, e.g. table5/glcl_nomask"
             )
         table.control_name = name
-        found = by_name.get(other)
-        if found is not None and any(arm == a.name or arm in a.same_as for a in found.arms):
-            table.control = found.arm(arm)
+        # That table without the arm leaves the control unset; the report notes it.
+        with contextlib.suppress(ReportError):
+            table.control = by_name[other].arm(arm) if other in by_name else None
 
 
 def build_tables(rows: Sequence[RunRow], reference: str | None = None) -> list[Table]:

@@ -21,7 +21,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from gaitgl_lightning.analysis.ablation import Arm, Spread, Table
+from gaitgl_lightning.analysis.ablation import Arm, Spread, Table, diff_cell, points
 from gaitgl_lightning.analysis.plots import CONDITION_COLOURS, agg_pyplot
 from gaitgl_lightning.evaluation.report import save_figure
 
@@ -136,15 +136,11 @@ def gap(first: Curve, second: Curve, column: str = "mean") -> Spread:
     return Spread.of([level(first, s) - level(second, s) for s in seeds])
 
 
-def _signed(value: float) -> str:
-    return "-" if math.isnan(value) else f"{value:+.2f}"
-
-
 def trend_words(spread: Spread) -> str:
     """``+0.31 [-0.52, +1.14] points per 0.1 of d: ...`` in words."""
     if spread.n < 2:
-        return f"{_signed(spread.mean)} points per {SLOPE_UNIT:g} of d (1 seed, no interval)"
-    cell = _cell(spread)
+        return f"{points(spread.mean, True)} points per {SLOPE_UNIT:g} of d (1 seed, no interval)"
+    cell = diff_cell(spread)
     if spread.within_noise:
         verdict = "no trend beyond noise"
     else:
@@ -196,20 +192,14 @@ def gap_lines(table: Table) -> list[str]:
             if mean.n == 0:
                 continue
             by_condition = "; ".join(
-                f"{c} {_cell(gap(first, second, c))}" for c in table.conditions
+                f"{c} {diff_cell(gap(first, second, c))}" for c in table.conditions
             )
             out.append(
                 f"{first.strategy} - {second.strategy}, averaged over d (n = {mean.n}): "
-                f"{_cell(mean)} points, {_verdict(mean)}"
+                f"{diff_cell(mean)} points, {_verdict(mean)}"
                 + (f". By condition: {by_condition}." if by_condition else ".")
             )
     return out
-
-
-def _cell(spread: Spread) -> str:
-    from gaitgl_lightning.analysis.report import diff_cell  # the report imports this module
-
-    return diff_cell(spread)
 
 
 def _verdict(spread: Spread) -> str:

@@ -32,7 +32,9 @@ from gaitgl_lightning.analysis.ablation import (
     build_tables,
     collect_runs,
     csv_text,
+    diff_cell,
     noise_floor,
+    points,
     read_csv_rows,
 )
 from gaitgl_lightning.fileio import atomic_path, atomic_write_text
@@ -56,26 +58,11 @@ def load_rows(path: Path) -> tuple[list[RunRow], bool]:
 
 
 # ------------------------------------------------------------------------------ wording
-def _num(value: float, signed: bool = False) -> str:
-    if math.isnan(value):
-        return "-"
-    return f"{value:+.2f}" if signed else f"{value:.2f}"
-
-
 def arm_cell(spread: Spread) -> str:
     """``mean ± SE`` (the mean alone for one seed)."""
     if spread.n == 0:
         return "-"
-    return _num(spread.mean) if spread.n < 2 else f"{spread.mean:.2f} ± {spread.se:.2f}"
-
-
-def diff_cell(spread: Spread) -> str:
-    """``+d [low, high]``: the paired difference and its 95% interval."""
-    if spread.n == 0:
-        return "-"
-    if spread.n < 2:
-        return f"{_num(spread.mean, True)} (1 seed)"
-    return f"{_num(spread.mean, True)} [{_num(spread.low, True)}, {_num(spread.high, True)}]"
+    return points(spread.mean) if spread.n < 2 else f"{spread.mean:.2f} ± {spread.se:.2f}"
 
 
 def _direction(spread: Spread) -> str:
@@ -138,16 +125,16 @@ def notes(table: Table) -> list[str]:
 def noise_lines(table: Table) -> list[str]:
     """The noise floor: seed-to-seed sd of mean rank-1 per arm, sd of paired differences."""
     floor = noise_floor(table)
-    arm_sd = ", ".join(f"{k} {_num(v)}" for k, v in floor["arm_sd"].items())
+    arm_sd = ", ".join(f"{k} {points(v)}" for k, v in floor["arm_sd"].items())
     lines = [f"seed-to-seed sd of mean rank-1: {arm_sd}"]
     if floor["pair_sd"]:
         ref = table.ref.name
         to_ref = ", ".join(
-            f"{_other(k, ref)} {_num(v)}" for k, v in floor["pair_sd"].items() if _other(k, ref)
+            f"{_other(k, ref)} {points(v)}" for k, v in floor["pair_sd"].items() if _other(k, ref)
         )
         lines.append(
-            f"sd of the paired difference of mean rank-1: median {_num(floor['pair_sd_median'])}, "
-            f"largest {_num(floor['pair_sd_max'])} over {len(floor['pair_sd'])} pairs of arms"
+            f"sd of the paired difference of mean rank-1: median {points(floor['pair_sd_median'])}, "
+            f"largest {points(floor['pair_sd_max'])} over {len(floor['pair_sd'])} pairs of arms"
             + (f"; against {ref}: {to_ref}" if to_ref else "")
         )
     return lines + [
