@@ -328,6 +328,16 @@ def diff_cell(spread: Spread) -> str:
     return f"{points(spread.mean, True)} [{points(spread.low, True)}, {points(spread.high, True)}]"
 
 
+def direction(spread: Spread) -> str:
+    """A paired difference in words: within noise, or higher / lower beyond noise (the 95%
+    interval excludes 0); one seed gives no interval to judge by."""
+    if spread.n < 2:
+        return "no interval (one seed)"
+    if spread.within_noise:
+        return "within noise"
+    return "higher beyond noise" if spread.mean > 0 else "lower beyond noise"
+
+
 @dataclass
 class Arm:
     """One arm of a table: its runs by seed; ``same_as`` the arms merged into it (same setting)."""

@@ -21,7 +21,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from gaitgl_lightning.analysis.ablation import Arm, Spread, Table, diff_cell, points
+from gaitgl_lightning.analysis.ablation import Arm, Spread, Table, diff_cell, direction, points
 from gaitgl_lightning.analysis.plots import CONDITION_COLOURS, agg_pyplot
 from gaitgl_lightning.evaluation.report import save_figure
 
@@ -196,18 +196,10 @@ def gap_lines(table: Table) -> list[str]:
             )
             out.append(
                 f"{first.strategy} - {second.strategy}, averaged over d (n = {mean.n}): "
-                f"{diff_cell(mean)} points, {_verdict(mean)}"
+                f"{diff_cell(mean)} points, {direction(mean)}"
                 + (f". By condition: {by_condition}." if by_condition else ".")
             )
     return out
-
-
-def _verdict(spread: Spread) -> str:
-    if spread.n < 2:
-        return "no interval (one seed)"
-    if spread.within_noise:
-        return "within noise"
-    return "higher beyond noise" if spread.mean > 0 else "lower beyond noise"
 
 
 def control_level(table: Table, curve: Curve, column: str) -> float:

@@ -33,6 +33,7 @@ from gaitgl_lightning.analysis.ablation import (
     collect_runs,
     csv_text,
     diff_cell,
+    direction,
     noise_floor,
     points,
     read_csv_rows,
@@ -65,14 +66,6 @@ def arm_cell(spread: Spread) -> str:
     return points(spread.mean) if spread.n < 2 else f"{spread.mean:.2f} ± {spread.se:.2f}"
 
 
-def _direction(spread: Spread) -> str:
-    if spread.n < 2:
-        return "no interval (one paired seed)"
-    if spread.within_noise:
-        return "within noise"
-    return "higher" if spread.mean > 0 else "lower"
-
-
 def verdicts(table: Table, ref: Arm | None = None) -> list[str]:
     """One sentence per arm against the reference (or ``ref``: the table's control), in words:
     within noise or not, and where."""
@@ -94,7 +87,7 @@ def verdicts(table: Table, ref: Arm | None = None) -> list[str]:
         else:
             side = "above" if mean.mean > 0 else "below"
             verdict = f"{side} {ref.label} beyond noise (the 95% CI excludes 0)"
-        by_condition = ", ".join(f"{c} {_direction(arm.paired(ref, c))}" for c in table.conditions)
+        by_condition = ", ".join(f"{c} {direction(arm.paired(ref, c))}" for c in table.conditions)
         lines.append(f"{head}: {verdict}" + (f"; {by_condition}." if by_condition else "."))
     return lines
 
