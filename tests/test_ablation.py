@@ -127,7 +127,7 @@ def test_report_gives_the_runs_numbers_paired_by_seed(sweep: Sweep, tmp_path: Pa
     head = "table,arm,seed,steps,NM,BG,CL,mean,run,masks,setting,strategy,ratio"
     assert runs_csv.splitlines()[0] == head
     assert len(runs_csv.splitlines()) == 5 and "strip_v/seed1" in runs_csv
-    for name in ("table5.md", "table5-summary.csv", "table5.png"):
+    for name in ("table5.md", "table5-summary.csv", "table5-views.csv", "table5.png"):
         assert (tmp_path / "report" / name).stat().st_size > 0
     # The committed form: the report on the CSV alone gives the same table.
     results = tmp_path / "results"

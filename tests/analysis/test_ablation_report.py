@@ -4,6 +4,7 @@ noise", merged duplicate arms, the noise floor, and one-line errors for bad inpu
 
 from __future__ import annotations
 
+import csv
 import math
 from pathlib import Path
 
@@ -157,6 +158,7 @@ def test_the_probe_view_split_reads_back_from_the_committed_csvs(tmp_path: Path)
     assert "near - ref: sd over seeds 0.00 = network 0.00" in md
     split = [line for line in md.splitlines() if "where the seed sd" in line]
     assert len(split) == 3 and not any("far" in line for line in split)  # no views, no split
+    assert "| near | +0.0 | +1.0* | +0.0 |" in md  # +1 at 090 on every seed: beyond noise
 
 
 def test_a_bad_probe_view_csv_is_one_line(
@@ -174,3 +176,36 @@ def test_a_bad_probe_view_csv_is_one_line(
     assert main([str(folder), "--no-plot"]) == 2
     err = capsys.readouterr().err.strip()
     assert err.startswith("error: ") and "demo.csv:2" in err and "\n" not in err
+
+
+def test_the_per_view_differences_match_a_hand_computation(tmp_path: Path) -> None:
+    folder = _write(tmp_path / "results")
+    (folder / "probe_views").mkdir()
+    near_090 = [1.0, 2.0, 0.5]  # near - ref at NM/090 per seed; 0 at the other two views
+    lines = ["table,arm,seed,condition,probe_view,rank1"]
+    for seed in range(3):
+        for i, view in enumerate(("000", "090", "180")):
+            base = 70 + 10 * i + 2 * seed
+            lines.append(f"demo,ref,{seed},NM,{view},{base}")
+            lines.append(f"demo,near,{seed},NM,{view},{base + near_090[seed] * (i == 1)}")
+    (folder / "probe_views" / "demo.csv").write_text("\n".join(lines) + "\n")
+    report(folder, reference="ref", draw=False, show=False)
+
+    mean, low, high = _hand_ci(near_090)
+    rows = list(csv.DictReader((folder / "report" / "demo-views.csv").open()))
+    assert [(r["arm"], r["probe_view"]) for r in rows] == [
+        ("near", v) for v in ("000", "090", "180")
+    ]
+    at_090 = rows[1]
+    assert (at_090["reference"], at_090["condition"], at_090["n"]) == ("ref", "NM", "3")
+    got = [float(at_090[k]) for k in ("diff", "ci_low", "ci_high")]
+    assert got == pytest.approx([mean, low, high], abs=1e-3)
+    assert at_090["within_noise"] == ("true" if low < 0 < high else "false")
+    assert rows[0]["diff"] == "0.0000" and rows[0]["within_noise"] == "true"
+
+    md = (folder / "report" / "demo.md").read_text()
+    assert "| NM | 000 | 090 | 180 |" in md
+    assert "| ref (rank-1) | 72.0 | 82.0 | 92.0 |" in md  # seeds 0-2 at 70 / 80 / 90 + 2 * seed
+    star = "*" if not low < 0 < high else ""
+    assert f"| near | +0.0 | {mean:+.1f}{star} | +0.0 |" in md
+    assert not any(r["arm"] == "far" for r in rows)  # far has no probe-view scores

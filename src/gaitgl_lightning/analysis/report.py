@@ -217,6 +217,7 @@ def markdown(table: Table) -> str:
     lines.append("")
     lines += [f"- {line}" for line in (*verdicts(table), *notes(table), *noise_lines(table))]
     lines += control_section(table)
+    lines += probe_views.view_section(table.arms, table.ref, table.conditions)
     curve_lines = ratio_sweep.lines(table)
     if curve_lines:
         lines += ["", "Against the dropping ratio d (per strategy):", ""]
@@ -343,11 +344,16 @@ def print_table(table: Table) -> None:
 
 
 def write_outputs(table: Table, out: Path, draw: bool = True) -> list[Path]:
-    """``<table>.md``, ``<table>-summary.csv`` and (``draw``) ``<table>.png`` under ``out``, and
-    ``<table>-ratio.png`` for a table that sweeps the dropping ratio."""
+    """``<table>.md``, ``<table>-summary.csv``, ``<table>-views.csv`` (runs with probe-view
+    scores), and (``draw``) ``<table>.png`` under ``out``, and ``<table>-ratio.png`` for a table
+    that sweeps the dropping ratio."""
     files = [out / f"{table.name}.md", out / f"{table.name}-summary.csv"]
     atomic_write_text(files[0], markdown(table))
     atomic_write_text(files[1], summary_csv(table))
+    views = probe_views.view_csv(table.name, table.arms, table.ref)
+    if views.count("\n") > 1:
+        files.append(out / f"{table.name}-views.csv")
+        atomic_write_text(files[-1], views)
     if draw:
         files.append(plot(table, out / f"{table.name}.png"))
         curve = ratio_sweep.plot(table, out / f"{table.name}-ratio.png")
