@@ -3,8 +3,10 @@ backbone hands to GeM, GeM's p and the embeddings' scale (plain SGD steps, no Li
 
     GAITGL_DATA_DIR=/tmp/gait python scripts/sgd_activation_probe.py [hydra overrides...]
 
-Defaults: the CPU proxy of scripts/sgd_stability.py (gaitgl_large_sp1 at 16x12, 9 frames,
-P x K 4 x 2, GREW loss and optimiser, lr 0.1, no warm-up), 8 steps.
+Defaults: the CPU proxy of scripts/sgd_stability.py (the presets' net, gaitgl_large_sp1_stem,
+at 16x12, 9 frames, P x K 4 x 2, GREW loss and optimiser, lr 0.1, no warm-up), 8 steps.
+`model=gaitgl_large_sp1` probes the stemless net, the presets' net before 2026-12-06, which the
+SGD section of docs/model.md measured.
 """
 
 from __future__ import annotations
@@ -21,7 +23,7 @@ from gaitgl_lightning.runtime.tasks import build_datamodule, build_module
 
 CONF = Path(__file__).resolve().parents[1] / "conf"
 PROXY = [
-    "model=gaitgl_large_sp1",
+    "model=gaitgl_large_sp1_stem",
     "model.input_size=[16,12]",
     "dataset.size=tiny",
     "dataset.height=16",
@@ -50,7 +52,9 @@ def main(overrides: list[str], steps: int = 8) -> None:
     optimizer = module.optimizer_factory(module.parameters())
     seen: dict[str, float] = {}
     last = module.net.stages[-1][-1]  # the backbone's last layer: what GeM pools
-    last.register_forward_hook(lambda _m, _i, o: seen.__setitem__("act", float(o.abs().max())))
+    last.register_forward_hook(
+        lambda _m, _i, o: seen.__setitem__("act", float(o.detach().abs().max()))
+    )
     batches = iter(dm.train_dataloader())
     for step in range(steps):
         batch = next(batches)
