@@ -157,12 +157,6 @@ def lines(arms: Iterable[Arm], ref: Arm) -> list[str]:
 
 
 # ------------------------------------------------------------------------------ by probe view
-#: The per-view CSV's columns: one row per arm x probe view, the paired difference to the
-#: reference over the seeds both arms have scored at that view.
-VIEW_COLUMNS = ("table", "arm", "reference", "condition", "probe_view", "n", "diff", "ci_low",
-                "ci_high", "within_noise")  # fmt: skip
-
-
 def paired_by_view(arm: Arm, ref: Arm) -> dict[str, Spread]:
     """``{"NM/000": Spread, ...}``: per probe view, the per-seed difference ``arm - ref``.
 
@@ -185,78 +179,14 @@ def paired_by_view(arm: Arm, ref: Arm) -> dict[str, Spread]:
     return out
 
 
-def _views(arms: Sequence[Arm]) -> dict[str, list[str]]:
-    """``{condition: [probe views in order]}`` over every run of ``arms``."""
+def views_by_condition(arms: Sequence[Arm], conditions: Sequence[str]) -> dict[str, list[str]]:
+    """``{condition: [probe views in order]}`` over every run of ``arms``: the table's
+    conditions first, in its order, then any other the views name."""
     found: dict[str, set[str]] = {}
     for arm in arms:
         for run in arm.runs.values():
             for unit in run.probe_views:
                 condition, _, view = unit.partition("/")
                 found.setdefault(condition, set()).add(view)
-    return {c: sorted(v) for c, v in found.items()}
-
-
-def _ordered(found: Mapping[str, list[str]], conditions: Sequence[str]) -> list[str]:
-    """The table's conditions first, in its order, then any other the views name."""
-    return [c for c in conditions if c in found] + sorted(set(found) - set(conditions))
-
-
-def view_csv(table_name: str, arms: Sequence[Arm], ref: Arm) -> str:
-    """Every arm's paired difference to ``ref`` per probe view, with its 95% interval."""
-    out = io.StringIO()
-    writer = csv.writer(out, lineterminator="\n")
-    writer.writerow(VIEW_COLUMNS)
-    for arm in arms:
-        if arm is ref:
-            continue
-        for unit, d in paired_by_view(arm, ref).items():
-            condition, _, view = unit.partition("/")
-            judged = str(d.within_noise).lower() if d.n >= 2 else ""
-            cells = [_num(x) for x in (d.mean, d.low, d.high)]
-            writer.writerow([table_name, arm.name, ref.name, condition, view, d.n, *cells, judged])
-    return out.getvalue()
-
-
-def _num(value: float) -> str:
-    return "" if math.isnan(value) else f"{value:.4f}"
-
-
-def view_section(arms: Sequence[Arm], ref: Arm, conditions: Sequence[str]) -> list[str]:
-    """Markdown lines: per condition, the reference's rank-1 at each probe view and every other
-    arm's paired difference to it (``*``: the 95% interval excludes 0); nothing without views."""
-    found = _views(arms)
-    if not found or all(a is ref for a in arms):
-        return []
-    by_arm = {a.name: paired_by_view(a, ref) for a in arms if a is not ref}
-    tests = sum(d.n >= 2 for v in by_arm.values() for d in v.values())
-    lines = [
-        "",
-        f"By probe view: {ref.label}'s rank-1 (mean over seeds), then each arm's paired "
-        "difference to it (mean over seeds; `*` where the 95% interval excludes 0). Each cell is "
-        f"its own test: of these {tests} intervals, about one in twenty excludes 0 by chance "
-        "alone; they are in the `-views.csv` file. A cell of one seed has no interval.",
-    ]
-    for condition in _ordered(found, conditions):
-        views = found[condition]
-        header = [condition, *views]
-        ref_row = [f"{ref.label} (rank-1)"]
-        for view in views:
-            values = [r.probe_views[f"{condition}/{view}"] for r in ref.runs.values()
-                      if f"{condition}/{view}" in r.probe_views]  # fmt: skip
-            ref_row.append(f"{sum(values) / len(values):.1f}" if values else "-")
-        rows = [ref_row]
-        for arm in arms:
-            if arm is ref:
-                continue
-            spreads = by_arm[arm.name]
-            rows.append([arm.label, *(_view_cell(spreads.get(f"{condition}/{v}")) for v in views)])
-        lines += ["", "| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
-        lines += ["| " + " | ".join(row) + " |" for row in rows]
-    return lines
-
-
-def _view_cell(spread: Spread | None) -> str:
-    if spread is None or spread.n == 0:
-        return "-"
-    mark = "*" if spread.n >= 2 and not spread.within_noise else ""
-    return f"{spread.mean:+.1f}{mark}"
+    order = [c for c in conditions if c in found] + sorted(set(found) - set(conditions))
+    return {c: sorted(found[c]) for c in order}

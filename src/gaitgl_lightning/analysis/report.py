@@ -206,6 +206,70 @@ def control_section(table: Table) -> list[str]:
     return lines + [f"- {line}" for line in verdicts(table, control)]
 
 
+#: The per-view CSV's columns: one row per arm x probe view, the paired difference to the
+#: reference over the seeds both arms have scored at that view.
+VIEW_COLUMNS = ("table", "arm", "reference", "condition", "probe_view", "n", "diff", "ci_low",
+                "ci_high", "within_noise")  # fmt: skip
+
+
+def views_csv(table: Table) -> str:
+    """Every arm's paired difference to the reference per probe view, with its 95% interval;
+    the header alone when no run has probe-view scores."""
+    out = io.StringIO()
+    writer = csv.writer(out, lineterminator="\n")
+    writer.writerow(VIEW_COLUMNS)
+    ref = table.ref
+    for arm in table.arms:
+        if arm is ref:
+            continue
+        for unit, d in probe_views.paired_by_view(arm, ref).items():
+            condition, _, view = unit.partition("/")
+            judged = str(d.within_noise).lower() if d.n >= 2 else ""
+            cells = [_fmt(x) for x in (d.mean, d.low, d.high)]
+            writer.writerow([table.name, arm.name, ref.name, condition, view, d.n, *cells, judged])
+    return out.getvalue()
+
+
+def view_section(table: Table) -> list[str]:
+    """Markdown lines: per condition, the reference's rank-1 at each probe view and every other
+    arm's paired difference to it (``*``: the 95% interval excludes 0); nothing without views."""
+    ref = table.ref
+    others = [a for a in table.arms if a is not ref]
+    views = probe_views.views_by_condition(table.arms, table.conditions)
+    if not views or not others:
+        return []
+    by_arm = {a.name: probe_views.paired_by_view(a, ref) for a in others}
+    tests = sum(d.n >= 2 for v in by_arm.values() for d in v.values())
+    lines = [
+        "",
+        f"By probe view: {ref.label}'s rank-1 (mean over seeds), then each arm's paired "
+        "difference to it (mean over seeds; `*` where the 95% interval excludes 0). Each cell is "
+        f"its own test: of these {tests} intervals, about one in twenty excludes 0 by chance "
+        "alone; they are in the `-views.csv` file. A cell of one seed has no interval.",
+    ]
+    for condition, names in views.items():
+        units = [f"{condition}/{v}" for v in names]
+        ref_means = [
+            Spread.of([r.probe_views[u] for r in ref.runs.values() if u in r.probe_views])
+            for u in units
+        ]
+        rows = [[f"{ref.label} (rank-1)", *(_fmt_mean(m) for m in ref_means)]]
+        rows += [[a.label, *(_view_cell(by_arm[a.name].get(u)) for u in units)] for a in others]
+        lines += ["", *_md_table([condition, *names], rows)]
+    return lines
+
+
+def _fmt_mean(spread: Spread) -> str:
+    return f"{spread.mean:.1f}" if spread.n else "-"
+
+
+def _view_cell(spread: Spread | None) -> str:
+    if spread is None or spread.n == 0:
+        return "-"
+    mark = "*" if spread.n >= 2 and not spread.within_noise else ""
+    return f"{spread.mean:+.1f}{mark}"
+
+
 def _header(table: Table) -> list[str]:
     return ["arm", "n", *table.columns, "Δ mean", *(f"Δ {c}" for c in table.conditions)]
 
@@ -217,7 +281,7 @@ def markdown(table: Table) -> str:
     lines.append("")
     lines += [f"- {line}" for line in (*verdicts(table), *notes(table), *noise_lines(table))]
     lines += control_section(table)
-    lines += probe_views.view_section(table.arms, table.ref, table.conditions)
+    lines += view_section(table)
     curve_lines = ratio_sweep.lines(table)
     if curve_lines:
         lines += ["", "Against the dropping ratio d (per strategy):", ""]
@@ -350,8 +414,8 @@ def write_outputs(table: Table, out: Path, draw: bool = True) -> list[Path]:
     files = [out / f"{table.name}.md", out / f"{table.name}-summary.csv"]
     atomic_write_text(files[0], markdown(table))
     atomic_write_text(files[1], summary_csv(table))
-    views = probe_views.view_csv(table.name, table.arms, table.ref)
-    if views.count("\n") > 1:
+    views = views_csv(table)
+    if views.count("\n") > 1:  # more than the header
         files.append(out / f"{table.name}-views.csv")
         atomic_write_text(files[-1], views)
     if draw:
