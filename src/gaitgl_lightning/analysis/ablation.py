@@ -19,7 +19,7 @@ import hashlib
 import json
 import math
 import statistics
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -354,14 +354,19 @@ class Arm:
         return Spread.of([r.scores[column] for r in self.runs.values() if column in r.scores])
 
     def paired(self, ref: Arm, column: str) -> Spread:
-        """The per-seed difference self - ref over the seeds both have."""
-        seeds = sorted(set(self.runs) & set(ref.runs))
-        diffs = [
-            self.runs[s].scores[column] - ref.runs[s].scores[column]
-            for s in seeds
-            if column in self.runs[s].scores and column in ref.runs[s].scores
-        ]
-        return Spread.of(diffs)
+        """The per-seed difference self - ref of a score column over the seeds both have."""
+        return Spread.of(self.differences(ref, lambda run: run.scores.get(column)))
+
+    def differences(self, ref: Arm, value: Callable[[RunRow], float | None]) -> list[float]:
+        """``value(self's run) - value(ref's run)`` per seed, in seed order, over the seeds
+        where both runs have a value: the one pairing every paired statistic uses (a score
+        column here, a probe view in ``probe_views.paired_by_view``)."""
+        diffs = []
+        for seed in sorted(set(self.runs) & set(ref.runs)):
+            mine, theirs = value(self.runs[seed]), value(ref.runs[seed])
+            if mine is not None and theirs is not None:
+                diffs.append(mine - theirs)
+        return diffs
 
 
 @dataclass

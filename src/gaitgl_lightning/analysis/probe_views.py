@@ -24,6 +24,7 @@ import io
 import math
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -165,18 +166,17 @@ def paired_by_view(arm: Arm, ref: Arm) -> dict[str, Spread]:
     the committed rows allow."""
     from gaitgl_lightning.analysis.ablation import Spread
 
-    seeds = sorted(set(arm.runs) & set(ref.runs))
-    units = sorted({u for s in seeds for u in arm.runs[s].probe_views})
+    units = sorted({u for run in arm.runs.values() for u in run.probe_views})
     out = {}
     for unit in units:
-        diffs = [
-            arm.runs[s].probe_views[unit] - ref.runs[s].probe_views[unit]
-            for s in seeds
-            if unit in arm.runs[s].probe_views and unit in ref.runs[s].probe_views
-        ]
+        diffs = arm.differences(ref, partial(_view_score, unit))
         if diffs:
             out[unit] = Spread.of(diffs)
     return out
+
+
+def _view_score(unit: str, run: RunRow) -> float | None:
+    return run.probe_views.get(unit)
 
 
 def views_by_condition(arms: Sequence[Arm], conditions: Sequence[str]) -> dict[str, list[str]]:
