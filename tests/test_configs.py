@@ -26,7 +26,23 @@ MODEL_NAMES = sorted(p.stem for p in (config_dir() / "model").glob("*.yaml"))
 
 
 def test_the_ablations_exist() -> None:
-    assert {"table5", "fig4", "eval_mode", "table7", "table6"} == set(ABLATIONS)
+    paper = {"table5", "fig4", "eval_mode", "table7", "table6"}
+    assert paper | {"budget_long", "budget_short"} == set(ABLATIONS)
+
+
+@pytest.mark.parametrize(("study", "steps"), [("budget_long", 900), ("budget_short", 600)])
+def test_the_budget_study_changes_only_the_length_and_the_threads(study: str, steps: int) -> None:
+    """The study's budgets are the default one but for the steps (the x0.1 step after 80 % of
+    them, as at 600 of 750) and one job on both cores: any other difference would confound
+    the noise they are compared on."""
+    base = _compose_hydra(["+ablation=table5", "arm/table5=strip_v"])
+    cfg = _compose_hydra([f"+ablation={study}", "arm/table5=strip_v"])
+    assert cfg.trainer.max_steps == cfg.eval_every == steps
+    assert list(cfg.scheduler.milestones) == [steps * 4 // 5]
+    assert list(base.scheduler.milestones) == [base.trainer.max_steps * 4 // 5]
+    assert (cfg.threads, base.threads) == (2, 1)
+    for key in ("dataset", "optimizer", "model", "loss", "mask", "seed"):
+        assert cfg[key] == base[key], key
 
 
 @pytest.mark.parametrize("experiment", EXPERIMENTS)
