@@ -33,6 +33,7 @@ from gaitgl_lightning.errors import ConfigError, Stopped
 from gaitgl_lightning.fileio import atomic_write_json, atomic_write_text
 from gaitgl_lightning.module import GaitGLModule
 from gaitgl_lightning.runtime import checkpoints
+from gaitgl_lightning.runtime.averaging import evaluated_weights, load_checkpoint_average
 from gaitgl_lightning.runtime.curves import continue_curves
 from gaitgl_lightning.runtime.evaluation import Evaluation
 from gaitgl_lightning.runtime.requeue import release_signal_handlers
@@ -137,6 +138,7 @@ def train(cfg: DictConfig) -> dict[str, Any]:
         checkpoints.save_last(trainer)
         metrics: dict[str, Any] = {"version": __version__, "steps": trainer.global_step}
         metrics["final"] = evaluation.final(trainer, module, datamodule)
+        metrics["final"]["weights"] = evaluated_weights(trainer)
         best = checkpoints.best_checkpoint(trainer)
         if cfg.get("eval_best", True) and best:
             # Lightning's test loop, logged as test/*: val/* only ever holds the weights of the
@@ -144,6 +146,7 @@ def train(cfg: DictConfig) -> dict[str, Any]:
             # that every run's logs hold test/* the same way.
             metrics["best"] = evaluation.run(trainer.test, module, datamodule, ckpt_path=best)
             metrics["best"]["checkpoint"] = best
+            metrics["best"]["weights"] = evaluated_weights(trainer)
         if cfg.get("baseline_gei", False):
             metrics["baseline_gei"] = _gei_baseline(datamodule, module)
         _add_mask_signature(metrics, module)
@@ -287,11 +290,14 @@ def evaluate_checkpoint(cfg: DictConfig) -> dict[str, Any]:
     datamodule = build_datamodule(cfg)
     module = build_module(cfg, num_classes=checkpoints.checkpoint_num_classes(kind, state))
     load_from: str | None = ckpt
+    weights = str(cfg.get("eval_weights") or "trained")
     if kind == "opengait":
         checkpoints.load_opengait_weights(module.net, ckpt, state)
         load_from = None
     else:
         checkpoints.check_fits(module.net, ckpt, state)
+    if load_checkpoint_average(module.net, ckpt, state, weights):
+        load_from = None  # the network holds the checkpoint's average now
     del state
     trainer = build_trainer(cfg, logger=False)
     evaluation = Evaluation.of(trainer)
@@ -301,6 +307,7 @@ def evaluate_checkpoint(cfg: DictConfig) -> dict[str, Any]:
         metrics: dict[str, Any] = {"version": __version__, "checkpoint": ckpt, "format": kind}
         metrics["steps"] = step
         metrics["eval"] = evaluation.run(trainer.test, module, datamodule, ckpt_path=load_from)
+        metrics["eval"]["weights"] = weights
         _add_mask_signature(metrics, module)
         _write_metrics(cfg, metrics)
         return metrics
