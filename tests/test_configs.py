@@ -27,7 +27,21 @@ MODEL_NAMES = sorted(p.stem for p in (config_dir() / "model").glob("*.yaml"))
 
 def test_the_ablations_exist() -> None:
     paper = {"table5", "fig4", "eval_mode", "table7", "table6"}
-    assert paper | {"budget_long", "budget_short"} == set(ABLATIONS)
+    assert paper | {"budget_long", "budget_short", "averaging_long"} == set(ABLATIONS)
+
+
+def test_the_averaging_study_is_the_long_budget_with_an_average_from_the_lr_step() -> None:
+    """averaging_long pairs with budget_long job for job: the same training in every setting,
+    the average only added (from the x0.1 step on) and scored."""
+    long = _compose_hydra(["+ablation=budget_long", "arm/table5=strip_v"])
+    cfg = _compose_hydra(["+ablation=averaging_long", "arm/table5=strip_v"])
+    averaging = cfg.callbacks.averaging
+    assert averaging.start_step == cfg.scheduler.milestones[0] == 720
+    assert (averaging.decay, averaging.evaluate, cfg.eval_weights) == (0.99, "averaged", "averaged")
+    assert long.callbacks.get("averaging") is None and long.eval_weights == "trained"
+    for key in ("dataset", "optimizer", "scheduler", "model", "loss", "mask", "trainer", "seed"):
+        assert cfg[key] == long[key], key
+    assert (cfg.threads, cfg.eval_every, cfg.checkpoint_every) == (2, 900, 300)
 
 
 @pytest.mark.parametrize(("study", "steps"), [("budget_long", 900), ("budget_short", 600)])

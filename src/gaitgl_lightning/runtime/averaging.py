@@ -46,7 +46,7 @@ def check_weights(value: str, setting: str = "eval_weights") -> str:
 
 def _averaged_tensors(module: nn.Module) -> Iterator[torch.Tensor]:
     """The tensors the average covers: parameters and floating-point buffers (an integer buffer
-    such as BatchNorm's batch count is a counter, not a weight)."""
+    such as BatchNorm's batch count is a counter, not a weight: it follows the network)."""
     yield from module.parameters()
     yield from (b for b in module.buffers() if b.is_floating_point())
 
@@ -104,30 +104,35 @@ class AveragedWeights(Callback):
 
     def on_train_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, *_: Any) -> None:
         """After the step's optimizer step (Lightning counts it in ``global_step``)."""
+        self._catch_up(trainer, pl_module)
+
+    def _catch_up(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        """Average the weights of the step just taken, once. Also called when a checkpoint is
+        written: a callback ahead of this one in the list (a stop, a requeue) may save the
+        step before this one's ``on_train_batch_end`` has run, and the checkpoint must hold
+        the average of the weights it holds, or a resume would miss that step's update."""
         step = int(trainer.global_step)
-        if step <= self.start_step or step <= self.updated_at:
-            return  # before the start, or a batch that ended without an optimizer step
-        assert self.average is not None  # setup made it
+        if step <= self.start_step or step <= self.updated_at or self.average is None:
+            return  # before the start, already done, or a batch without an optimizer step
         self._update(_net(pl_module))
         self.updated_at = step
 
     def _update(self, net: nn.Module) -> None:
-        """``update_parameters`` averages the parameters (a copy at the first update) and
-        counts the update; the floating-point buffers follow by the same rule."""
+        """``update_parameters`` averages the parameters (a copy at the first update), counts
+        the update and, as it does without ``use_buffers``, copies the network's buffers; the
+        floating-point ones are then set to their own average by the same rule."""
         average = self.average
         assert average is not None
         first = not self.started
-        average.update_parameters(net)
         mine = [b for b in average.module.buffers() if b.is_floating_point()]
-        theirs = [b.detach() for b in net.buffers() if b.is_floating_point()]
-        if not mine:
+        before = [b.detach().clone() for b in mine]
+        average.update_parameters(net)  # the buffers now hold the network's values
+        if first or not mine:
             return
-        if first:
-            torch._foreach_copy_(mine, theirs)
-        elif self.decay is None:  # the running mean over n updates
-            torch._foreach_lerp_(mine, theirs, 1.0 / float(average.n_averaged))
-        else:
-            torch._foreach_lerp_(mine, theirs, 1.0 - self.decay)
+        weight = 1.0 / float(average.n_averaged) if self.decay is None else 1.0 - self.decay
+        current = [b.detach().clone() for b in mine]
+        torch._foreach_lerp_(before, current, weight)
+        torch._foreach_copy_(mine, before)
 
     def on_validation_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         self._swap_in(pl_module)
@@ -169,6 +174,8 @@ class AveragedWeights(Callback):
         ``state_dict``; a checkpoint is never written with the average swapped in)."""
         if self._swapped:
             raise RuntimeError("a checkpoint was written while the averaged weights were in")
+        if trainer.training:
+            self._catch_up(trainer, pl_module)
         if self.started:
             checkpoint[CHECKPOINT_KEY] = averaged_state(self)
 
