@@ -118,7 +118,8 @@ def test_the_report_pairs_fig4_with_table5s_control(tmp_path: Path) -> None:
     assert diff.mean == pytest.approx(sum(CURVE[s][0] - CONTROL[s] for s in CURVE) / 3)
     md = (folder / "report" / "fig4.md").read_text()
     assert "Against the control table5/glcl_nomask" in md
-    assert f"| strip_v_d0.1 | 3 | {diff.mean:+.2f} [{diff.low:+.2f}, {diff.high:+.2f}] |" in md
+    cells = f"{diff.mean:+.2f} [{diff.low:+.2f}, {diff.high:+.2f}]"
+    assert f"| strip_v_d0.1 | glcl_nomask | 3 | {cells} |" in md
     assert "- strip_v_d0.1 - glcl_nomask:" in md
     assert "strip_v over d = 0.1, 0.2, 0.3 (n = 3 seed(s) with every ratio" in md
     summary = (folder / "report" / "fig4-summary.csv").read_text().splitlines()
@@ -141,3 +142,25 @@ def test_without_the_control_the_report_says_so(tmp_path: Path) -> None:
     fig4 = next(t for t in tables if t.name == "fig4")
     assert fig4.control is None
     assert "these rows lack it" in (folder / "report" / "fig4.md").read_text()
+
+
+def test_a_control_of_each_arms_namesake_pairs_arm_by_arm(tmp_path: Path) -> None:
+    """``ablation.control: budget_long/*`` (conf/ablation/averaging_long.yaml): each arm against
+    the arm of the same name in budget_long, by seed; an arm budget_long lacks has no control."""
+    trained = {"glcl_nomask": (81.0, 82.0, 80.0), "strip_v": (79.0, 80.0, 78.0)}
+    averaged = {"glcl_nomask": (81.5, 82.0, 81.0), "strip_v": (80.0, 80.5, 78.0), "new": (1, 2, 3)}
+    rows = [_row("budget_long", a, s, v[s]) for a, v in trained.items() for s in range(3)]
+    rows += [_row("averaging_long", a, s, v[s]) for a, v in averaged.items() for s in range(3)]
+    folder = _write(tmp_path / "results", rows)
+    tables = {t.name: t for t in report(folder, draw=False, show=False)}
+    study, long = tables["averaging_long"], tables["budget_long"]
+    assert study.control is None and study.control_name == "budget_long/*"
+    assert study.controls == {a: long.arm(a) for a in trained}
+    diff = study.arm("strip_v").paired(study.controls["strip_v"], "mean")
+    assert (diff.n, diff.mean) == (3, pytest.approx(0.5))
+    md = (folder / "report" / "averaging_long.md").read_text()
+    cells = f"{diff.mean:+.2f} [{diff.low:+.2f}, {diff.high:+.2f}]"
+    assert f"| strip_v | strip_v | 3 | {cells} |" in md
+    assert "| new |" in md and "| new | new |" not in md
+    summary = (folder / "report" / "averaging_long-summary.csv").read_text()
+    assert "budget_long/strip_v" in summary and "budget_long/new" not in summary

@@ -383,6 +383,9 @@ class Table:
     control: Arm | None = None
     #: ``<table>/<arm>`` as the config names it (set even when the rows lack that table)
     control_name: str = ""
+    #: each arm's control by arm name: the one ``control`` for every arm, or, for
+    #: ``ablation.control: <table>/*``, the arm of the same name in that table
+    controls: dict[str, Arm] = field(default_factory=dict)
 
     @property
     def columns(self) -> list[str]:
@@ -424,7 +427,10 @@ def _attach_controls(tables: Sequence[Table]) -> None:
     """Give each table the arm its config names as ``ablation.control`` (``table5/glcl_nomask``)
     when these rows hold it. Why across tables: an ablation that sweeps one mask setting has no
     arm without masks of its own, and the one it would add is another table's arm run from the
-    same budget, data and training seeds, so it pairs by seed as the table's own arms do."""
+    same budget, data and training seeds, so it pairs by seed as the table's own arms do.
+
+    ``<table>/*`` pairs each arm with the arm of the same name in that table: a study that
+    changes one thing for every arm (weight averaging) against the same arms without it."""
     by_name = {t.name: t for t in tables}
     for table in tables:
         name = _ablation_key(table.name, "control")
@@ -434,12 +440,27 @@ def _attach_controls(tables: Sequence[Table]) -> None:
         if not arm:
             raise ReportError(
                 f"conf/ablation/{table.name}.yaml: ablation.control is {name!r}; give it as "
-                "<table>/<arm>, e.g. table5/glcl_nomask"
+                "<table>/<arm>, e.g. table5/glcl_nomask, or <table>/* (each arm's namesake)"
             )
         table.control_name = name
+        if other not in by_name:
+            continue  # that table is not in these rows: the report notes it
+        if arm == "*":
+            table.controls = {
+                a.name: c for a in table.arms if (c := _namesake(by_name[other], a)) is not None
+            }
+            continue
         # That table without the arm leaves the control unset; the report notes it.
         with contextlib.suppress(ReportError):
-            table.control = by_name[other].arm(arm) if other in by_name else None
+            table.control = by_name[other].arm(arm)
+            table.controls = {a.name: table.control for a in table.arms}
+
+
+def _namesake(table: Table, arm: Arm) -> Arm | None:
+    try:
+        return table.arm(arm.name)
+    except ReportError:
+        return None
 
 
 def build_tables(rows: Sequence[RunRow], reference: str | None = None) -> list[Table]:

@@ -19,7 +19,7 @@ import csv
 import io
 import math
 import sys
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 from gaitgl_lightning.analysis import probe_views, ratio_sweep
@@ -66,13 +66,13 @@ def arm_cell(spread: Spread) -> str:
     return points(spread.mean) if spread.n < 2 else f"{spread.mean:.2f} ± {spread.se:.2f}"
 
 
-def verdicts(table: Table, ref: Arm | None = None) -> list[str]:
-    """One sentence per arm against the reference (or ``ref``: the table's control), in words:
-    within noise or not, and where."""
-    ref = ref or table.ref
+def verdicts(table: Table, against: Mapping[str, Arm] | None = None) -> list[str]:
+    """One sentence per arm against the reference (or, per arm name, ``against``: the table's
+    controls), in words: within noise or not, and where."""
     lines = []
     for arm in table.arms:
-        if arm is ref:
+        ref = table.ref if against is None else against.get(arm.name)
+        if ref is None or arm is ref:
             continue
         mean = arm.paired(ref, "mean")
         if mean.n == 0:
@@ -102,7 +102,7 @@ def notes(table: Table) -> list[str]:
                 f"{', '.join(arm.same_as)} run exactly what {arm.name} runs (the same settings "
                 f"and the same masks: {masks or 'see metrics.json'}): shown once, as {arm.label}."
             )
-    if table.control_name and table.control is None:
+    if table.control_name and not table.controls:
         out.append(
             f"no paired difference to the control {table.control_name}: these rows lack it "
             "(run the report on a folder that holds both tables, e.g. docs/results)."
@@ -168,17 +168,22 @@ def _rows(table: Table) -> list[list[str]]:
     return body
 
 
-def _control_rows(table: Table, control: Arm) -> list[list[str]]:
-    """Per arm: the seeds it shares with the control and the paired differences to it."""
-    return [
-        [arm.label, str(arm.paired(control, "mean").n)]
-        + [diff_cell(arm.paired(control, c)) for c in ("mean", *table.conditions)]
-        for arm in table.arms
-    ]
+def _control_rows(table: Table) -> list[list[str]]:
+    """Per arm with a control: the control, the seeds they share, the paired differences."""
+    rows = []
+    for arm in table.arms:
+        control = table.controls.get(arm.name)
+        if control is None:
+            continue
+        cells = [arm.label, control.label, str(arm.paired(control, "mean").n)]
+        rows.append(
+            cells + [diff_cell(arm.paired(control, c)) for c in ("mean", *table.conditions)]
+        )
+    return rows
 
 
 def _control_header(table: Table) -> list[str]:
-    return ["arm", "n", "Δ mean", *(f"Δ {c}" for c in table.conditions)]
+    return ["arm", "control", "n", "Δ mean", *(f"Δ {c}" for c in table.conditions)]
 
 
 def _md_table(header: list[str], rows: list[list[str]]) -> list[str]:
@@ -190,20 +195,19 @@ def _md_table(header: list[str], rows: list[list[str]]) -> list[str]:
 
 
 def control_section(table: Table) -> list[str]:
-    """Markdown lines: the paired differences of every arm to the table's control, in a table
-    and in words; nothing when the rows lack the control."""
-    control = table.control
-    if control is None:
+    """Markdown lines: the paired differences of every arm to its control, in a table and in
+    words; nothing when the rows lack the control."""
+    if not table.controls:
         return []
     lines = [
         "",
         f"Against the control {table.control_name} (paired by seed: Δ = arm - control, mean "
         "[95% CI]):",
         "",
-        *_md_table(_control_header(table), _control_rows(table, control)),
+        *_md_table(_control_header(table), _control_rows(table)),
         "",
     ]
-    return lines + [f"- {line}" for line in verdicts(table, control)]
+    return lines + [f"- {line}" for line in verdicts(table, table.controls)]
 
 
 #: The per-view CSV's columns: one row per arm x probe view, the paired difference to the
@@ -291,11 +295,11 @@ def markdown(table: Table) -> str:
 
 def summary_csv(table: Table) -> str:
     """Per arm: n, mean and SE per column, paired difference with its interval and verdict."""
-    ref, control = table.ref, table.control
+    ref = table.ref
     fields = ["table", "arm", "same_as", "n", "reference"]
     for c in table.columns:
         fields += [c, f"{c}_se", f"{c}_diff", f"{c}_ci_low", f"{c}_ci_high", f"{c}_within_noise"]
-    if control is not None:
+    if table.controls:
         fields += ["control", *(f"{c}_vs_control{s}" for c in table.columns for s in _VS)]
     out = io.StringIO()
     writer = csv.DictWriter(out, fieldnames=fields, lineterminator="\n")
@@ -315,8 +319,9 @@ def summary_csv(table: Table) -> str:
                 row[f"{c}_diff"], row[f"{c}_ci_low"] = _fmt(diff.mean), _fmt(diff.low)
                 row[f"{c}_ci_high"] = _fmt(diff.high)
                 row[f"{c}_within_noise"] = str(diff.within_noise).lower() if diff.n >= 2 else ""
+        control = table.controls.get(arm.name)
         if control is not None:
-            row["control"] = table.control_name
+            row["control"] = f"{table.control_name.partition('/')[0]}/{control.name}"
             for c in table.columns:
                 diff = arm.paired(control, c)
                 for suffix, value in zip(_VS, (diff.mean, diff.low, diff.high), strict=True):
@@ -400,8 +405,8 @@ def print_table(table: Table) -> None:
         console.print(f"  {line}", highlight=False)
     for line in noise_lines(table):
         console.print(f"  noise floor: {line}", highlight=False)
-    if table.control is not None:
-        for line in verdicts(table, table.control):
+    if table.controls:
+        for line in verdicts(table, table.controls):
             console.print(f"  against the control: {line}", highlight=False)
     for line in ratio_sweep.lines(table):
         console.print(f"  against d: {line}", highlight=False)
