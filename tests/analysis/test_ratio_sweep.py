@@ -119,8 +119,8 @@ def test_the_report_pairs_fig4_with_table5s_control(tmp_path: Path) -> None:
     md = (folder / "report" / "fig4.md").read_text()
     assert "Against the control table5/glcl_nomask" in md
     cells = f"{diff.mean:+.2f} [{diff.low:+.2f}, {diff.high:+.2f}]"
-    assert f"| strip_v_d0.1 | glcl_nomask | 3 | {cells} |" in md
-    assert "- strip_v_d0.1 - glcl_nomask:" in md
+    assert f"| strip_v_d0.1 | table5/glcl_nomask | 3 | {cells} |" in md
+    assert "- strip_v_d0.1 - table5/glcl_nomask:" in md
     assert "strip_v over d = 0.1, 0.2, 0.3 (n = 3 seed(s) with every ratio" in md
     summary = (folder / "report" / "fig4-summary.csv").read_text().splitlines()
     assert "control,NM_vs_control,NM_vs_control_ci_low" in summary[0]
@@ -160,7 +160,8 @@ def test_a_control_of_each_arms_namesake_pairs_arm_by_arm(tmp_path: Path) -> Non
     assert (diff.n, diff.mean) == (3, pytest.approx(0.5))
     md = (folder / "report" / "averaging_long.md").read_text()
     cells = f"{diff.mean:+.2f} [{diff.low:+.2f}, {diff.high:+.2f}]"
-    assert f"| strip_v | strip_v | 3 | {cells} |" in md
-    assert "| new |" in md and "| new | new |" not in md
+    assert f"| strip_v | budget_long/strip_v | 3 | {cells} |" in md
+    assert "- strip_v - budget_long/strip_v: +0.50" in md
+    assert "| new |" in md and "budget_long/new" not in md
     summary = (folder / "report" / "averaging_long-summary.csv").read_text()
     assert "budget_long/strip_v" in summary and "budget_long/new" not in summary

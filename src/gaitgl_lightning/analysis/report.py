@@ -74,11 +74,12 @@ def verdicts(table: Table, against: Mapping[str, Arm] | None = None) -> list[str
         ref = table.ref if against is None else against.get(arm.name)
         if ref is None or arm is ref:
             continue
+        name = ref.label if against is None else control_label(table, ref)
         mean = arm.paired(ref, "mean")
         if mean.n == 0:
-            lines.append(f"{arm.label}: no seed in common with {ref.label}, no paired difference.")
+            lines.append(f"{arm.label}: no seed in common with {name}, no paired difference.")
             continue
-        head = f"{arm.label} - {ref.label}: {diff_cell(mean)} points (n = {mean.n})"
+        head = f"{arm.label} - {name}: {diff_cell(mean)} points (n = {mean.n})"
         if mean.n < 2:
             lines.append(f"{head}: one paired seed, no interval; run more seeds.")
             continue
@@ -86,10 +87,15 @@ def verdicts(table: Table, against: Mapping[str, Arm] | None = None) -> list[str
             verdict = "within noise (the 95% CI contains 0)"
         else:
             side = "above" if mean.mean > 0 else "below"
-            verdict = f"{side} {ref.label} beyond noise (the 95% CI excludes 0)"
+            verdict = f"{side} {name} beyond noise (the 95% CI excludes 0)"
         by_condition = ", ".join(f"{c} {direction(arm.paired(ref, c))}" for c in table.conditions)
         lines.append(f"{head}: {verdict}" + (f"; {by_condition}." if by_condition else "."))
     return lines
+
+
+def control_label(table: Table, control: Arm) -> str:
+    """``<table>/<arm>`` of a control (another table's arm)."""
+    return f"{table.control_name.partition('/')[0]}/{control.label}"
 
 
 def notes(table: Table) -> list[str]:
@@ -175,7 +181,7 @@ def _control_rows(table: Table) -> list[list[str]]:
         control = table.controls.get(arm.name)
         if control is None:
             continue
-        cells = [arm.label, control.label, str(arm.paired(control, "mean").n)]
+        cells = [arm.label, control_label(table, control), str(arm.paired(control, "mean").n)]
         rows.append(
             cells + [diff_cell(arm.paired(control, c)) for c in ("mean", *table.conditions)]
         )
@@ -321,7 +327,7 @@ def summary_csv(table: Table) -> str:
                 row[f"{c}_within_noise"] = str(diff.within_noise).lower() if diff.n >= 2 else ""
         control = table.controls.get(arm.name)
         if control is not None:
-            row["control"] = f"{table.control_name.partition('/')[0]}/{control.name}"
+            row["control"] = control_label(table, control)
             for c in table.columns:
                 diff = arm.paired(control, c)
                 for suffix, value in zip(_VS, (diff.mean, diff.low, diff.high), strict=True):
