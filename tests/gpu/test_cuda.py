@@ -94,3 +94,21 @@ def test_a_failure_on_one_nccl_rank_ends_both(tmp_path: Path) -> None:
     output = proc.stdout + proc.stderr
     assert proc.returncode != 0
     assert "rank 1 failed in training step 2: RuntimeError: injected out of memory" in output
+
+
+def test_the_weight_average_lives_on_the_device_and_is_scored(tmp_path: Path) -> None:
+    """``averaging=ema`` on CUDA: the average is kept on the network's device, updated there
+    (the foreach lerp) and swapped in for the evaluation; the checkpoint holds it."""
+    from gaitgl_lightning.runtime.averaging import CHECKPOINT_KEY, AveragedWeights
+
+    cfg = compose_config([*GPU_RUN, "averaging=ema", "callbacks.averaging.start_step=2"], tmp_path)
+    module, datamodule = build_module(cfg), build_datamodule(cfg)
+    trainer = build_trainer(cfg)
+    trainer.fit(module, datamodule=datamodule)
+    (averaging,) = [c for c in trainer.callbacks if isinstance(c, AveragedWeights)]  # type: ignore[attr-defined]
+    assert averaging.average is not None and averaging.updated_at == 4
+    assert all(p.device.type == "cuda" for p in averaging.average.module.parameters())
+    trainer.save_checkpoint(tmp_path / "last.ckpt")
+    stored = torch.load(tmp_path / "last.ckpt", weights_only=True)[CHECKPOINT_KEY]
+    assert stored["n_averaged"] == 2
+    assert Evaluation.of(trainer).last_result is not None
