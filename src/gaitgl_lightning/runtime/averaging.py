@@ -170,8 +170,9 @@ class AveragedWeights(Callback):
     def on_save_checkpoint(
         self, trainer: L.Trainer, pl_module: L.LightningModule, checkpoint: dict[str, Any]
     ) -> None:
-        """The average beside the trained weights (saved mid-evaluation: the trained ones stay
-        ``state_dict``; a checkpoint is never written with the average swapped in)."""
+        """The average beside the trained weights (``state_dict`` stays theirs), brought up to
+        the checkpoint's step first (``_catch_up``). Never written with the average swapped in:
+        Lightning saves after an evaluation's end, where it is swapped out again."""
         if self._swapped:
             raise RuntimeError("a checkpoint was written while the averaged weights were in")
         if trainer.training:
