@@ -130,8 +130,7 @@ class AveragedWeights(Callback):
         if first or not mine:
             return
         weight = 1.0 / float(average.n_averaged) if self.decay is None else 1.0 - self.decay
-        current = [b.detach().clone() for b in mine]
-        torch._foreach_lerp_(before, current, weight)
+        torch._foreach_lerp_(before, mine, weight)  # towards the network's values, in ``mine``
         torch._foreach_copy_(mine, before)
 
     def on_validation_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
