@@ -156,3 +156,19 @@ def test_a_resumed_run_continues_the_same_average(tmp_path: Path) -> None:
     ends = [tmp_path / n / "run" / "checkpoints" / "last.ckpt" for n in ("whole", "cut")]
     assert _same(*(_weights(p) for p in ends))
     assert _same(*(_weights(p, CHECKPOINT_KEY) for p in ends))
+
+
+def test_an_average_that_does_not_fit_names_the_checkpoint(tmp_path: Path) -> None:
+    """A resume whose checkpoint's average does not fit the network stops with one line
+    naming the file (before a step is trained)."""
+    from gaitgl_lightning.errors import CheckpointError
+
+    train(compose_config([*COMMON, *EMA], tmp_path / "ema"))
+    last = tmp_path / "ema" / "run" / "checkpoints" / "last.ckpt"
+    state = torch.load(last, weights_only=True)
+    state[CHECKPOINT_KEY]["state_dict"].popitem()
+    broken = tmp_path / "broken.ckpt"
+    torch.save(state, broken)
+    longer = [*TINY, *QUIET, "trainer.max_steps=10", *EMA, f"ckpt_path={broken}"]
+    with pytest.raises(CheckpointError, match=f"{broken}: its averaged weights do not fit"):
+        train(compose_config(longer, tmp_path / "resumed"))

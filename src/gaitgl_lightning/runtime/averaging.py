@@ -188,7 +188,7 @@ class AveragedWeights(Callback):
         stored = checkpoint.get(CHECKPOINT_KEY)
         if stored is None:
             return
-        load_averaged(self.average.module, stored, "the checkpoint")
+        load_averaged(self.average.module, stored, str(trainer.ckpt_path or "the checkpoint"))
         self.average.n_averaged.fill_(int(stored["n_averaged"]))
         self.updated_at = int(stored["updated_at"])
 
